@@ -1,0 +1,58 @@
+# fintask: `make demo` runs the showcase, `make test` runs the checks and the test suite.
+# Both install what they need on a fresh Debian machine first (`make install`).
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# uv itself lives in its own small venv, so `uv sync` never removes the tool that runs it.
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+APT_PACKAGES := redis-server postgresql
+PYTEST_ARGS ?=
+
+.PHONY: install system-packages demo test lint typecheck unit integration bench clean
+
+install: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --python python3
+	@touch $@
+
+demo: install
+	$(BIN)/fintask demo
+
+test: install lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench $(if $(FULL),--full,)
+
+clean:
+	rm -rf var .tools .pytest_cache .mypy_cache .ruff_cache

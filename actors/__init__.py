@@ -1,0 +1,13 @@
+"""fintask's actors: thin starters, one module per workload.
+
+``dramatiq actors`` imports this package. The broker is configured here, before any actor
+module is imported, so every actor is declared on the broker of this process.
+"""
+
+from app.broker import setup_broker
+
+setup_broker()
+
+from actors import maintenance  # noqa: E402
+
+__all__ = ["maintenance"]

@@ -1,0 +1,1 @@
+"""fintask's database: typed SQLAlchemy 2 models, sessions and Alembic migrations."""

@@ -1,0 +1,281 @@
+"""The tables of fintask.
+
+Every effect a message can have owns a natural key (a unique constraint), so a redelivered
+message finds its effect already there and does nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Integer primary keys that autoincrement on both SQLite and PostgreSQL: BIGINT on PostgreSQL,
+# INTEGER (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint names Alembic can refer to on every backend."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+def utcnow() -> dt.datetime:
+    """The current time as an aware UTC datetime; fintask stores every timestamp in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Timestamp(TypeDecorator[dt.datetime]):
+    """An aware UTC datetime on every backend (SQLite itself keeps no time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: fintask stores aware UTC timestamps")
+        if value is None:
+            return None
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    is_active: Mapped[bool] = mapped_column(default=True, index=True)
+    push_token: Mapped[str | None] = mapped_column(String(200))
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+
+
+class AccountStatus(enum.StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+
+
+class ProviderAccount(Base):
+    """A bank account a user linked through the bank-data provider."""
+
+    __tablename__ = "provider_accounts"
+    __table_args__ = (UniqueConstraint("provider", "external_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    external_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    balance: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    status: Mapped[str] = mapped_column(String(20), default=AccountStatus.ACTIVE)
+    linked_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+    last_synced_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+
+
+class AccountLookup(Base):
+    """One read of an account's data requested by its user (balance-only or full)."""
+
+    __tablename__ = "account_lookups"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("provider_accounts.id", ondelete="CASCADE"))
+    balance_only: Mapped[bool] = mapped_column(default=False)
+    looked_up_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+
+    __table_args__ = (Index("ix_account_lookups_user_time", "user_id", "looked_up_at"),)
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    normalized_name: Mapped[str] = mapped_column(String(200), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(50), default="other")
+
+
+class Transaction(Base):
+    __tablename__ = "transactions"
+    __table_args__ = (UniqueConstraint("account_id", "provider_transaction_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("provider_accounts.id", ondelete="CASCADE"))
+    provider_transaction_id: Mapped[str] = mapped_column(String(100))
+    posted_on: Mapped[dt.date] = mapped_column(Date)
+    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(500))
+    category: Mapped[str] = mapped_column(String(50), default="other")
+    merchant_id: Mapped[int | None] = mapped_column(ForeignKey("merchants.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+
+
+class RawBlob(Base):
+    """A provider response kept as it came, so a transform can be re-run without a download."""
+
+    __tablename__ = "raw_blobs"
+    __table_args__ = (UniqueConstraint("account_id", "kind", "sha256"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("provider_accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(50))
+    sha256: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    fetched_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow, index=True)
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class Notification(Base):
+    """One notification to one user on one channel; ``dedup_key`` makes sending idempotent."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    channel: Mapped[str] = mapped_column(String(20))
+    urgent: Mapped[bool] = mapped_column(default=False)
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    POLLING = "polling"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+#: Job states in which a job still has work pending; at most one such job per account and kind.
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.POLLING, JobStatus.RUNNING)
+_ACTIVE_JOB_WHERE = text("status IN ('queued', 'polling', 'running')")
+
+
+class Job(Base):
+    """The state of an asynchronous API request (a provider refresh), polled by clients."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index(
+            "uq_jobs_active_per_account",
+            "account_id",
+            "kind",
+            unique=True,
+            sqlite_where=_ACTIVE_JOB_WHERE,
+            postgresql_where=_ACTIVE_JOB_WHERE,
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    account_id: Mapped[int] = mapped_column(ForeignKey("provider_accounts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED, index=True)
+    progress: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    deadline_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+
+
+class FraudVerdict(enum.StrEnum):
+    CLEAN = "clean"
+    SUSPICIOUS = "suspicious"
+
+
+class FraudCheck(Base):
+    """The verdict on one account link; one check per link, however often the message comes."""
+
+    __tablename__ = "fraud_checks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_accounts.id", ondelete="CASCADE"), unique=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    checked_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+
+
+class OutboxMessage(Base):
+    """A Dramatiq message written in the same transaction as the rows it is about.
+
+    The relay sends it once the transaction has committed and marks it sent; a process that
+    dies between commit and send leaves the row for the relay to pick up.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    queue_name: Mapped[str] = mapped_column(String(100))
+    actor_name: Mapped[str] = mapped_column(String(100))
+    message: Mapped[dict[str, object]] = mapped_column(JSON)
+    delay_ms: Mapped[int | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+
+    __table_args__ = (
+        Index(
+            "ix_outbox_unsent",
+            "id",
+            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL"),
+        ),
+    )

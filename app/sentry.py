@@ -1,0 +1,51 @@
+"""Error reporting through sentry-sdk's own ``DramatiqIntegration``.
+
+``init_sentry`` must run before the broker is built: the integration patches
+``Broker.__init__`` to put its middleware first in the stack.
+"""
+
+from __future__ import annotations
+
+import sentry_sdk
+from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+from sentry_sdk.integrations.logging import ignore_logger
+from sentry_sdk.transport import Transport
+from sentry_sdk.types import Event, Hint
+
+from app.settings import Settings
+
+FILTERED = "[Filtered]"
+
+#: Message fields that identify a failure without carrying a user's data.
+SAFE_MESSAGE_FIELDS = frozenset({"queue_name", "actor_name", "message_id", "message_timestamp"})
+
+
+def init_sentry(settings: Settings, *, transport: type[Transport] | None = None) -> bool:
+    """Start reporting to ``SENTRY_DSN``; return False (and do nothing) when it is unset."""
+    if settings.sentry_dsn is None:
+        return False
+    # Dramatiq logs the same exception from its worker thread; left alone, the logging
+    # integration's event would be deduplicated against, and may replace, the richer one.
+    ignore_logger("dramatiq.worker.WorkerThread")
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.sentry_environment,
+        integrations=[DramatiqIntegration()],
+        send_default_pii=False,
+        include_local_variables=False,
+        before_send=scrub_event,
+        transport=transport,
+    )
+    return True
+
+
+def scrub_event(event: Event, _hint: Hint) -> Event:
+    """Keep which actor and message failed; drop the arguments, which may be a user's data."""
+    data = event.get("contexts", {}).get("dramatiq", {}).get("data")
+    if isinstance(data, dict):
+        for key in data:
+            if key not in SAFE_MESSAGE_FIELDS:
+                data[key] = FILTERED
+    event.pop("user", None)
+    event.pop("request", None)
+    return event

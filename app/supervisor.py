@@ -1,0 +1,107 @@
+"""Running the Procfile's processes locally: the environment each one gets, and honcho.
+
+`fintask run` is the local stand-in for a platform: it starts a private Redis when ``REDIS_URL``
+is unset, runs the ``release`` step, gives each named process type its own ports, and hands the
+same ``REDIS_URL`` and ``DATABASE_URL`` to every child. honcho runs the named process types
+(never ``release``, which would be run as a long-lived process) and stops them all together.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import honcho.manager
+from honcho.environ import parse_procfile
+from honcho.manager import Manager
+from honcho.printer import Printer
+
+from app.ports import free_port
+from app.redis_server import RedisServer
+from app.settings import PROJECT_ROOT, WORKER_PROCESS_TYPES, Settings
+
+PROCFILE = PROJECT_ROOT / "Procfile"
+
+#: Seconds a process has between SIGTERM and SIGKILL, as on Heroku; workers are started with a
+#: shorter ``--worker-shutdown-timeout`` so they finish their messages within it.
+PLATFORM_GRACE_S = 30
+
+#: What `fintask run` starts when no process types are named.
+DEFAULT_PROCESS_TYPES = ("web", "worker_urgent", "worker", "scheduler")
+
+
+def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:
+    """The Procfile's process types and their commands, in file order."""
+    return dict(parse_procfile(path.read_text()).processes)
+
+
+@contextmanager
+def embedded_redis(settings: Settings, environ: dict[str, str]) -> Iterator[None]:
+    """Start a private Redis under ``var/`` unless ``REDIS_URL`` is set; give ``environ`` its URL."""
+    if settings.redis_url is not None:
+        yield
+        return
+    with RedisServer(data_dir=settings.var_dir / "redis") as server:
+        environ["REDIS_URL"] = server.url
+        yield
+
+
+def shared_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables every child process gets: the same database, var dir and ports for peers."""
+    env = dict(environ)
+    env["DATABASE_URL"] = settings.database_url
+    env["FINTASK_VAR_DIR"] = str(settings.var_dir)
+    env.setdefault("TZ", "UTC")
+    for process_type in WORKER_PROCESS_TYPES:
+        env.setdefault(f"METRICS_PORT_{process_type.upper()}", str(free_port()))
+    env.setdefault("METRICS_HOST", "127.0.0.1")
+    env.setdefault("HOST", "127.0.0.1")
+    env.setdefault("WEB_PORT", str(free_port()))
+    return env
+
+
+def run_processes(process_types: list[str], env: Mapping[str, str]) -> int:
+    """Run the named process types under honcho until one exits or a signal stops them all."""
+    commands = procfile_commands()
+    unknown = [name for name in process_types if name not in commands]
+    if unknown:
+        raise ValueError(f"not in the Procfile: {', '.join(unknown)}; it has {', '.join(commands)}")
+    honcho.manager.KILL_WAIT = PLATFORM_GRACE_S  # honcho's default is 5 s
+    manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
+    for name in process_types:
+        process_env = dict(env, PORT=env["WEB_PORT"]) if name == "web" else dict(env)
+        # exec: the shell honcho starts becomes the process, so signals and exit codes are its.
+        manager.add_process(name, f"exec {commands[name]}", env=process_env)
+    manager.loop()
+    return int(manager.returncode or 0)
+
+
+def prepare_process_environment(
+    process_type: str, settings: Settings, environ: dict[str, str]
+) -> None:
+    """Set up ``environ`` for one Procfile process before its command is exec'd.
+
+    Each worker process type gets its own Prometheus port and multiprocess directory, and the
+    directory is cleared: Dramatiq never clears it, and stale files of dead pids would
+    otherwise be summed into the new process's metrics.
+    """
+    environ["FINTASK_PROCESS_TYPE"] = process_type
+    if process_type == "scheduler":
+        # periodiq reads cron specs in the process's local time; the schedule is written in UTC.
+        environ["TZ"] = "UTC"
+    if process_type in WORKER_PROCESS_TYPES:
+        metrics_dir = settings.metrics_dir(process_type)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        environ["dramatiq_prom_db"] = str(metrics_dir)
+        environ["dramatiq_prom_port"] = str(settings.metrics_ports[process_type])
+        environ["dramatiq_prom_host"] = environ.get("METRICS_HOST", "0.0.0.0")
+
+
+def exec_command(command: list[str]) -> None:
+    """Replace this process with ``command``, so signals reach it directly."""
+    os.execvp(command[0], command)
