@@ -41,7 +41,7 @@ def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:
 
 @contextmanager
 def embedded_redis(settings: Settings, environ: dict[str, str]) -> Iterator[None]:
-    """Start a private Redis under ``var/`` unless ``REDIS_URL`` is set; give ``environ`` its URL."""
+    """Start a private Redis under var/ unless ``REDIS_URL`` is set; give ``environ`` its URL."""
     if settings.redis_url is not None:
         yield
         return
