@@ -8,6 +8,6 @@ from app.broker import setup_broker
 
 setup_broker()
 
-from actors import maintenance  # noqa: E402
+from actors import fraud, maintenance, notifications  # noqa: E402
 
-__all__ = ["maintenance"]
+__all__ = ["fraud", "maintenance", "notifications"]

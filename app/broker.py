@@ -15,6 +15,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import CurrentMessage, default_middleware
 
+from app.middleware.guardrails import Guardrails
+from app.middleware.shutdown_signals import CoalesceShutdownSignals
 from app.sentry import init_sentry
 from app.settings import WORKER_PROCESS_TYPES, Settings, SettingsError, load_settings
 
@@ -25,10 +27,13 @@ def process_type() -> str:
 
 
 def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middleware]:
-    """Dramatiq's defaults, then ``CurrentMessage``, then Prometheus in worker processes."""
-    stack: list[Middleware] = [middleware() for middleware in default_middleware]
+    """Guardrails first (a bad message never reaches the rest), Dramatiq's defaults,
+    ``CurrentMessage``, then Prometheus in worker processes."""
+    stack: list[Middleware] = [Guardrails(max_message_bytes=settings.max_message_bytes)]
+    stack += [middleware() for middleware in default_middleware]
     stack.append(CurrentMessage())
     if for_process_type in WORKER_PROCESS_TYPES:
+        stack.append(CoalesceShutdownSignals())
         # Imported here: the module reads dramatiq_prom_db and dramatiq_prom_port at import,
         # which `fintask process` sets per process type before it starts the worker.
         from dramatiq.middleware.prometheus import Prometheus
@@ -53,6 +58,7 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
         url=settings.redis_url,
         middleware=middleware,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
+        maintenance_chance=settings.maintenance_chance_per_million,
     )
 
 

@@ -91,11 +91,12 @@ def run(process_types: tuple[str, ...]) -> None:
     )
 
     settings = load_settings()
-    env = shared_environment(settings, os.environ)
+    names = list(process_types or DEFAULT_PROCESS_TYPES)
+    env = shared_environment(settings, os.environ, names)
     with embedded_redis(settings, env):
         upgrade(settings.database_url)
         try:
-            code = run_processes(list(process_types or DEFAULT_PROCESS_TYPES), env)
+            code = run_processes(names, env)
         except ValueError as error:
             raise click.ClickException(str(error)) from None
     sys.exit(code)
@@ -115,3 +116,97 @@ def demo(users: int, as_json: bool) -> None:
 
 def _stderr(line: str) -> None:
     click.echo(line, err=True)
+
+
+@main.command()
+@click.option("--user", "user_id", type=int, required=True, help="the user's id")
+@click.option("--kind", default="manual", show_default=True, help="what the notification is about")
+@click.option(
+    "--channel", type=click.Choice(["email", "push", "webhook"]), default="email", show_default=True
+)
+@click.option("--subject", default="A message from fintask", show_default=True)
+@click.option("--body", default="", help="the text (default: a line naming the kind)")
+@click.option("--urgent", is_flag=True, help="send through the urgent queue")
+@click.option("--dedup-key", help="notifications with the same key are sent once")
+def notify(
+    user_id: int,
+    kind: str,
+    channel: str,
+    subject: str,
+    body: str,
+    urgent: bool,
+    dedup_key: str | None,
+) -> None:
+    """Notify a user; sending happens in a worker, after the row is committed."""
+    import uuid
+
+    from sqlalchemy.exc import NoResultFound
+
+    import actors  # noqa: F401  (the outbox sends through the declared actors)
+    from app.db.session import transaction
+    from pipelines.notifications import Channel
+    from pipelines.notifications import notify as create_notification
+
+    try:
+        with transaction() as session:
+            notification_id = create_notification(
+                session,
+                user_id=user_id,
+                kind=kind,
+                channel=Channel(channel),
+                dedup_key=dedup_key or f"{kind}:{uuid.uuid4()}",
+                subject=subject,
+                body=body or f"fintask notification: {kind}",
+                urgent=urgent,
+            )
+    except NoResultFound:
+        raise click.ClickException(f"user {user_id} does not exist") from None
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"notification {notification_id} queued")
+
+
+@main.group()
+def accounts() -> None:
+    """Provider accounts: link them and record lookups."""
+
+
+@accounts.command("link")
+@click.option("--user", "user_id", type=int, required=True, help="the user's id")
+@click.option("--external-id", required=True, help="the provider's id of the account")
+@click.option("--provider", default="sandbox", show_default=True)
+@click.option("--name", default="", help="a display name")
+def accounts_link(user_id: int, external_id: str, provider: str, name: str) -> None:
+    """Link an account to a user; a fraud check runs in a worker after the commit."""
+    from sqlalchemy.exc import IntegrityError
+
+    import actors  # noqa: F401
+    from app.db.session import transaction
+    from pipelines.accounts import link_account
+
+    try:
+        with transaction() as session:
+            account_id = link_account(
+                session, user_id=user_id, provider=provider, external_id=external_id, name=name
+            )
+    except IntegrityError:
+        raise click.ClickException(f"user {user_id} does not exist") from None
+    click.echo(f"account {account_id} linked")
+
+
+@main.command()
+@click.option("--smtp-port", type=click.IntRange(1, 65535), required=True)
+@click.option("--http-port", type=click.IntRange(1, 65535), required=True)
+@click.option("--smtp-delay-ms", type=click.IntRange(min=0), default=0, show_default=True)
+def sinks(smtp_port: int, http_port: int, smtp_delay_ms: int) -> None:
+    """Local SMTP and HTTP sinks that record what fintask sends (demo and tests)."""
+    from app.sinks import serve_sinks
+
+    directory = load_settings().var_dir / "sinks"
+    click.echo(f"sinks: SMTP on {smtp_port}, HTTP on {http_port}, writing to {directory}")
+    serve_sinks(
+        directory=directory,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        smtp_delay_s=smtp_delay_ms / 1000,
+    )

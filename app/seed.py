@@ -5,6 +5,7 @@ Deterministic: user ``n`` always has the same email, activity and accounts, so r
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -57,7 +58,8 @@ def _user_rows(first: int, last: int) -> Iterator[dict[str, object]]:
 
 
 def _account_rows(n: int) -> list[dict[str, object]]:
-    now = utcnow()
+    # Linked over the past year, as real accounts are: a fresh link stands out to fraud checks.
+    linked_at = utcnow() - dt.timedelta(days=1 + n % 365)
     return [
         {
             "user_id": n,
@@ -65,7 +67,7 @@ def _account_rows(n: int) -> list[dict[str, object]]:
             "external_id": f"acc-{n}-{k}",
             "name": ("Checking", "Savings", "Credit card")[k],
             "currency": "USD",
-            "linked_at": now,
+            "linked_at": linked_at,
         }
         for k in range(n % 3 + 1)
     ]

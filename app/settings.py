@@ -34,8 +34,11 @@ class Settings:
     sentry_environment: str
     smtp_url: str
     provider_url: str
+    push_url: str
     metrics_ports: Mapping[str, int] = field(default_factory=dict)
     heartbeat_timeout_ms: int = 60_000
+    maintenance_chance_per_million: int = 1_000
+    notification_claim_timeout_ms: int = 45_000
     max_message_bytes: int = 16_384
     worker_max_memory_mb: int | None = None
 
@@ -64,11 +67,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_url=_optional_url(env, "SMTP_URL", {"smtp", "smtps"}) or "smtp://127.0.0.1:1025",
         provider_url=_optional_url(env, "PROVIDER_URL", {"http", "https"})
         or "http://127.0.0.1:8001",
+        push_url=_optional_url(env, "PUSH_URL", {"http", "https"}) or "http://127.0.0.1:8002/push",
         metrics_ports={
             process_type: _int(env, f"METRICS_PORT_{process_type.upper()}", default, 1, 65535)
             for process_type, default in (("worker", 9191), ("worker_urgent", 9192))
         },
         heartbeat_timeout_ms=_int(env, "HEARTBEAT_TIMEOUT_MS", 60_000, 1_000, 3_600_000),
+        maintenance_chance_per_million=_int(env, "BROKER_MAINTENANCE_CHANCE", 1_000, 1, 1_000_000),
+        notification_claim_timeout_ms=_int(
+            env, "NOTIFICATION_CLAIM_TIMEOUT_MS", 45_000, 1_000, 3_600_000
+        ),
         max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 16_384, 256, 1_048_576),
         worker_max_memory_mb=_optional_int(env, "WORKER_MAX_MEMORY_MB", 32, 1_048_576),
     )

@@ -67,7 +67,7 @@ class LocalStack:
             **self.extra_env,
         }
         settings = load_settings(base)
-        self.env = shared_environment(settings, base)
+        self.env = shared_environment(settings, base, self.process_types)
         upgrade(settings.database_url)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,9 +50,16 @@ def embedded_redis(settings: Settings, environ: dict[str, str]) -> Iterator[None
         yield
 
 
-def shared_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
-    """Variables every child process gets: the same database, var dir and ports for peers."""
+def shared_environment(
+    settings: Settings, environ: Mapping[str, str], process_types: Iterable[str] = ()
+) -> dict[str, str]:
+    """Variables every child process gets: the same database, var dir, and its peers' ports.
+
+    Local stand-ins (the ``sinks`` for mail, push and webhooks, the ``sandbox`` provider) get
+    free ports, and the URLs that point fintask at them are set unless already given.
+    """
     env = dict(environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["DATABASE_URL"] = settings.database_url
     env["FINTASK_VAR_DIR"] = str(settings.var_dir)
     env.setdefault("TZ", "UTC")
@@ -61,6 +68,14 @@ def shared_environment(settings: Settings, environ: Mapping[str, str]) -> dict[s
     env.setdefault("METRICS_HOST", "127.0.0.1")
     env.setdefault("HOST", "127.0.0.1")
     env.setdefault("WEB_PORT", str(free_port()))
+    if "sinks" in process_types:
+        env.setdefault("SMTP_SINK_PORT", str(free_port()))
+        env.setdefault("HTTP_SINK_PORT", str(free_port()))
+        env.setdefault("SMTP_URL", f"smtp://127.0.0.1:{env['SMTP_SINK_PORT']}")
+        env.setdefault("PUSH_URL", f"http://127.0.0.1:{env['HTTP_SINK_PORT']}/push")
+    if "sandbox" in process_types:
+        env.setdefault("SANDBOX_PORT", str(free_port()))
+        env.setdefault("PROVIDER_URL", f"http://127.0.0.1:{env['SANDBOX_PORT']}")
     return env
 
 
@@ -98,6 +113,8 @@ def prepare_process_environment(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         environ["dramatiq_prom_db"] = str(metrics_dir)
+        # fintask's own counters (app.metrics) write to the same files Dramatiq's server reads.
+        environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         environ["dramatiq_prom_port"] = str(settings.metrics_ports[process_type])
         environ["dramatiq_prom_host"] = environ.get("METRICS_HOST", "0.0.0.0")
 

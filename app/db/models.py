@@ -255,18 +255,19 @@ class FraudCheck(Base):
 
 
 class OutboxMessage(Base):
-    """A Dramatiq message written in the same transaction as the rows it is about.
+    """A message written in the same transaction as the rows it is about.
 
-    The relay sends it once the transaction has committed and marks it sent; a process that
-    dies between commit and send leaves the row for the relay to pick up.
+    It is sent once the transaction has committed and then marked sent; a process that dies
+    between commit and send leaves the row for the periodic relay. The message id is fixed
+    here, so a message sent twice (relay after a send whose mark was lost) keeps one id.
     """
 
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    queue_name: Mapped[str] = mapped_column(String(100))
+    message_id: Mapped[str] = mapped_column(String(36), unique=True)
     actor_name: Mapped[str] = mapped_column(String(100))
-    message: Mapped[dict[str, object]] = mapped_column(JSON)
+    kwargs: Mapped[dict[str, object]] = mapped_column(JSON)
     delay_ms: Mapped[int | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
@@ -274,7 +275,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index(
             "ix_outbox_unsent",
-            "id",
+            "created_at",
             sqlite_where=text("sent_at IS NULL"),
             postgresql_where=text("sent_at IS NULL"),
         ),

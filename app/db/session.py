@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import load_settings
+
+#: What flows take to open sessions: ``new_session`` in production, a test's own in tests.
+SessionFactory = Callable[[], Session]
 
 
 def create_db_engine(database_url: str) -> Engine:

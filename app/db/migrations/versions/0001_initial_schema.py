@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 03:30:48.406270
+Create Date: 2026-11-24 03:41:19.987078
 """
 
 from collections.abc import Sequence
@@ -32,18 +32,19 @@ def upgrade() -> None:
     op.create_table(
         "outbox",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("queue_name", sa.String(length=100), nullable=False),
+        sa.Column("message_id", sa.String(length=36), nullable=False),
         sa.Column("actor_name", sa.String(length=100), nullable=False),
-        sa.Column("message", sa.JSON(), nullable=False),
+        sa.Column("kwargs", sa.JSON(), nullable=False),
         sa.Column("delay_ms", sa.Integer(), nullable=True),
         sa.Column("created_at", app.db.models.Timestamp(timezone=True), nullable=False),
         sa.Column("sent_at", app.db.models.Timestamp(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("message_id", name=op.f("uq_outbox_message_id")),
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index(
             "ix_outbox_unsent",
-            ["id"],
+            ["created_at"],
             unique=False,
             sqlite_where=sa.text("sent_at IS NULL"),
             postgresql_where=sa.text("sent_at IS NULL"),

@@ -1,0 +1,30 @@
+"""Insert-once on a natural key: the database, not the code, decides who wins a race."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db.models import Base
+
+
+def insert_once(
+    session: Session, model: type[Base], values: dict[str, Any], *, key: dict[str, Any]
+) -> tuple[int, bool]:
+    """Insert ``values`` unless a row with ``key`` exists; return (its id, whether we made it).
+
+    ``INSERT .. ON CONFLICT DO NOTHING`` on both backends: a redelivered or concurrent message
+    finds the row already there and learns that it lost, so it skips the side effects.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table: Any = model
+    statement = insert(table).values(values).on_conflict_do_nothing().returning(table.id)
+    created = session.execute(statement).scalar_one_or_none()
+    if created is not None:
+        return int(created), True
+    query = select(table.id).filter_by(**key)
+    return int(session.execute(query).scalar_one()), False

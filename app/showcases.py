@@ -1,0 +1,217 @@
+"""The demo's showcases: each drives one workload through the running processes and waits
+for its effects, then adds what it saw to the summary. Run in order by ``fintask demo``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+from sqlalchemy import ColumnElement, func, select
+
+from app.db.models import (
+    FraudCheck,
+    FraudVerdict,
+    Job,
+    Notification,
+    NotificationStatus,
+    ProviderAccount,
+    RawBlob,
+    User,
+    utcnow,
+)
+from app.db.session import default_engine, transaction
+from app.demo import DemoContext
+from app.sinks import read_records
+
+WAIT_S = 90.0
+
+
+def wait_for(condition: Callable[[], bool], *, what: str, timeout_s: float = WAIT_S) -> float:
+    """Poll until ``condition`` holds; return the seconds it took, or raise naming ``what``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"the demo waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.1)
+    return round(time.monotonic() - started, 2)
+
+
+def _count(model: type, *where: ColumnElement[bool]) -> int:
+    with transaction() as session:
+        query = select(func.count()).select_from(model).where(*where)
+        return int(session.scalar(query) or 0)
+
+
+def seed_users(context: DemoContext) -> None:
+    """seed users and their linked accounts in bulk"""
+    from app.seed import seed
+
+    started = time.monotonic()
+    result = seed(default_engine(), users=context.users)
+    context.summary.add(
+        "data",
+        users=result.users_total,
+        accounts=result.accounts_created,
+        seeded_in_s=round(time.monotonic() - started, 2),
+    )
+
+
+def ping(context: DemoContext) -> None:
+    """ping the workers through the queue"""
+    from actors.maintenance import ping as ping_actor
+    from app import health
+    from app.redis_client import get_redis
+
+    token = health.new_ping_token()
+    started = time.monotonic()
+    ping_actor.send(token)
+    answered_by = health.wait_for_pong(get_redis(), token, timeout_s=WAIT_S)
+    context.summary.add(
+        "ping",
+        answered_by=answered_by,
+        round_trip_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+
+
+def notifications(context: DemoContext) -> None:
+    """notifications: email, push and urgent, each requested twice, each sent once"""
+    from pipelines.notifications import Channel, notify
+
+    today = dt.date.today().isoformat()
+    with transaction() as session:
+        users = session.scalars(
+            select(User).where(User.is_active.is_(True)).order_by(User.id).limit(30)
+        ).all()
+    requests = [
+        (user, Channel.PUSH if user.push_token and n % 2 else Channel.EMAIL, n < 3)
+        for n, user in enumerate(users)
+    ]
+    for _ in range(2):  # the second round repeats every request: each must be sent once
+        with transaction() as session:
+            for user, channel, urgent in requests:
+                notify(
+                    session,
+                    user_id=user.id,
+                    kind="weekly_summary",
+                    channel=channel,
+                    dedup_key=f"weekly-summary:{today}:{user.id}:{channel.value}",
+                    subject="Your week in money",
+                    body=f"Hi {user.name}, here is your week.",
+                    urgent=urgent,
+                )
+    emails = sum(1 for _, channel, _ in requests if channel is Channel.EMAIL)
+    pushes = len(requests) - emails
+    mail_path = context.sinks_dir / "mail.jsonl"
+    http_path = context.sinks_dir / "http.jsonl"
+    took = wait_for(
+        lambda: (
+            _count(Notification, Notification.status == NotificationStatus.SENT) == len(requests)
+        ),
+        what=f"{len(requests)} notifications to be sent",
+    )
+    context.summary.add(
+        "notifications",
+        requested=len(requests) * 2,
+        created=_count(Notification),
+        emails_received=len(read_records(mail_path)),
+        pushes_received=len(read_records(http_path)),
+        expected=f"{emails} emails, {pushes} pushes",
+        all_sent_in_s=took,
+    )
+
+
+def fraud(context: DemoContext) -> None:
+    """fraud check: one user links four accounts within minutes"""
+    from pipelines.accounts import link_account
+
+    before = _count(FraudCheck)
+    with transaction() as session:
+        user_id = session.scalar(select(User.id).order_by(User.id.desc()).limit(1))
+        assert user_id is not None
+        for n in range(4):
+            with session.begin_nested():
+                link_account(
+                    session,
+                    user_id=user_id,
+                    provider="sandbox",
+                    external_id=f"stolen-{user_id}-{n}",
+                )
+    took = wait_for(lambda: _count(FraudCheck) == before + 4, what="four fraud checks")
+    wait_for(
+        lambda: (
+            _count(Notification, Notification.kind == "fraud_alert", Notification.status == "sent")
+            == 1
+        ),
+        what="the urgent fraud alert to be sent",
+    )
+    context.summary.add(
+        "fraud",
+        checks=_count(FraudCheck),
+        suspicious=_count(FraudCheck, FraudCheck.verdict == FraudVerdict.SUSPICIOUS),
+        accounts_blocked=_count(ProviderAccount, ProviderAccount.status == "blocked"),
+        alerts_sent=1,
+        checked_in_s=took,
+    )
+
+
+def maintenance(context: DemoContext) -> None:
+    """maintenance: purge an expired raw blob, fail a stuck job, count dead letters"""
+    from actors import maintenance as actors
+
+    with transaction() as session:
+        account_id = session.scalar(select(ProviderAccount.id).limit(1))
+        assert account_id is not None
+        session.add(
+            RawBlob(
+                account_id=account_id,
+                kind="transactions",
+                sha256=uuid.uuid4().hex,
+                body=b"{}",
+                fetched_at=utcnow() - dt.timedelta(days=45),
+            )
+        )
+        session.add(
+            Job(
+                id=str(uuid.uuid4()),
+                kind="refresh",
+                account_id=account_id,
+                status="polling",
+                deadline_at=utcnow() - dt.timedelta(minutes=1),
+            )
+        )
+    actors.purge_raw_blobs.send()
+    actors.fail_stuck_jobs.send()
+    actors.report_dead_letters.send()
+    wait_for(lambda: _count(RawBlob) == 0, what="the expired raw blob to be purged")
+    wait_for(lambda: _count(Job, Job.status == "failed") == 1, what="the stuck job to fail")
+    context.summary.add("maintenance", raw_blobs_purged=1, stuck_jobs_failed=1)
+
+
+def metrics(context: DemoContext) -> None:
+    """metrics: scrape the web process and a worker's Prometheus endpoint"""
+    env = context.stack.env
+    web = httpx.get(f"{context.stack.web_url}/metrics", timeout=10).text
+    worker = httpx.get(f"http://127.0.0.1:{env['METRICS_PORT_WORKER']}/", timeout=10).text
+    processed = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in worker.splitlines()
+        if line.startswith("dramatiq_messages_total{")
+    )
+    context.summary.add(
+        "metrics",
+        queue_depth_series=sum(1 for line in web.splitlines() if line.startswith("fintask_queue")),
+        worker_messages_processed=int(processed),
+    )
+
+
+STEPS: list[Callable[[DemoContext], None]] = [
+    seed_users,
+    ping,
+    notifications,
+    fraud,
+    maintenance,
+    metrics,
+]

@@ -1,0 +1,86 @@
+"""Unit-test fixtures: Dramatiq's StubBroker, a worker on it, SQLite, and local sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import Engine
+
+import actors
+from app.db.models import Base, User
+from app.db.session import default_engine, reset_default_engine, transaction
+from app.ports import free_port
+from app.sinks import HttpSink, SmtpSink
+
+
+@pytest.fixture
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A fresh SQLite database (the schema of the models) behind fintask's default engine."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'unit.db'}")
+    reset_default_engine()
+    Base.metadata.create_all(default_engine())
+    yield default_engine()
+    reset_default_engine()
+
+
+@pytest.fixture
+def stub_broker() -> Iterator[StubBroker]:
+    broker = dramatiq.get_broker()
+    assert isinstance(broker, StubBroker)
+    broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def stub_worker(stub_broker: StubBroker) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+class Sinks:
+    """The SMTP and HTTP sinks a test's notifications go to."""
+
+    def __init__(self, directory: Path) -> None:
+        self.mail_path = directory / "mail.jsonl"
+        self.http_path = directory / "http.jsonl"
+
+    def mail(self) -> list[dict[str, object]]:
+        from app.sinks import read_records
+
+        return read_records(self.mail_path)
+
+    def http(self) -> list[dict[str, object]]:
+        from app.sinks import read_records
+
+        return read_records(self.http_path)
+
+
+@pytest.fixture
+def sinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sinks]:
+    """A real SMTP sink and HTTP sink on free ports, with SMTP_URL and PUSH_URL pointing at them."""
+    result = Sinks(tmp_path)
+    smtp = SmtpSink(path=result.mail_path, port=free_port()).start()
+    http = HttpSink(path=result.http_path, port=free_port()).start()
+    monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{smtp.port}")
+    monkeypatch.setenv("PUSH_URL", f"http://127.0.0.1:{http.port}/push")
+    actors.notifications._senders.cache_clear()
+    yield result
+    actors.notifications._senders.cache_clear()
+    http.stop()
+    smtp.stop()
+
+
+@pytest.fixture
+def user(database: Engine) -> User:
+    """One active user with an email address and a push token."""
+    with transaction() as session:
+        user = User(email="ada@example.com", name="Ada", push_token="push-ada")
+        session.add(user)
+    return user

@@ -1,0 +1,92 @@
+"""Guardrails: a message with big or non-JSON arguments is refused at send, with a clear error;
+old and new releases exchange messages through rubber signatures."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import dramatiq
+import pytest
+
+from actors.notifications import deliver_email
+from app.middleware.guardrails import SCHEMA_VERSION, MessageRejected
+from app.tasks import fintask_actor
+
+
+def test_a_two_megabyte_argument_is_refused_naming_actor_and_argument(stub_broker):
+    with pytest.raises(MessageRejected) as error:
+        deliver_email.send(notification_id=1, note="x" * 2_000_000)
+
+    assert str(error.value) == (
+        "actor 'deliver_email': argument 'note' is a string of 2,000,000 characters; "
+        "the limit is 1,000 (store the data and pass its id)"
+    )
+    assert stub_broker.queues["emails"].qsize() == 0
+
+
+def test_a_datetime_argument_is_refused_with_the_fix_in_the_message(stub_broker):
+    with pytest.raises(MessageRejected) as error:
+        deliver_email.send(notification_id=1, since=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+
+    assert str(error.value) == (
+        "actor 'deliver_email': argument 'since' is a datetime, not a JSON scalar; "
+        "pass an ISO 8601 string"
+    )
+
+
+def test_a_list_of_objects_is_refused(stub_broker):
+    with pytest.raises(MessageRejected, match=r"argument 'args\[0\]' is a list holding non-scalar"):
+        deliver_email.send([{"id": 1}])
+
+
+def test_many_small_arguments_that_add_up_past_the_size_limit_are_refused(stub_broker):
+    with pytest.raises(
+        MessageRejected, match=r"the encoded message is .* bytes; the limit is 16,384"
+    ):
+        deliver_email.send(**{f"k{i}": "x" * 900 for i in range(20)})
+
+
+def test_an_accepted_message_carries_the_schema_version(stub_broker):
+    message = deliver_email.send(notification_id=7)
+
+    assert message.options["schema"] == SCHEMA_VERSION
+
+
+def test_old_and_new_releases_exchange_messages(stub_broker, stub_worker):
+    # Given an actor as the new release declares it: it gained an optional argument.
+    seen: list[dict[str, Any]] = []
+
+    @fintask_actor(
+        queue_name="compat",
+        time_limit=1_000,
+        max_age=60_000,
+        max_retries=0,
+        min_backoff=100,
+        max_backoff=100,
+    )
+    def refresh_balance(account_id: int, *, include_pending: bool = False, **kwargs: Any) -> None:
+        seen.append({"account_id": account_id, "include_pending": include_pending, **kwargs})
+
+    # When the previous release sends it without the new argument, and a newer release sends it
+    # with an argument this one does not know yet,
+    stub_broker.enqueue(refresh_balance.message(account_id=1))
+    stub_broker.enqueue(refresh_balance.message(account_id=2, currency_hint="EUR"))
+    stub_broker.join("compat", fail_fast=True)
+    stub_worker.join()
+
+    # then both run.
+    assert sorted(seen, key=lambda s: s["account_id"]) == [
+        {"account_id": 1, "include_pending": False},
+        {"account_id": 2, "include_pending": False, "currency_hint": "EUR"},
+    ]
+    del stub_broker.actors["refresh_balance"]
+
+
+def test_a_message_queued_under_the_old_actor_name_still_runs(stub_broker):
+    # deliver_email was called send_email before the rename; that name is an alias.
+    alias = stub_broker.get_actor("send_email")
+
+    assert alias.fn is deliver_email.fn
+    assert alias.queue_name == deliver_email.queue_name
+    assert isinstance(alias, dramatiq.Actor)
