@@ -18,9 +18,9 @@ from app.sinks import HttpSink, SmtpSink
 
 
 @pytest.fixture
-def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    """A fresh SQLite database (the schema of the models) behind fintask's default engine."""
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'unit.db'}")
+def database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A fresh database behind fintask's default engine, once on SQLite, once on PostgreSQL."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
     reset_default_engine()
     Base.metadata.create_all(default_engine())
     yield default_engine()
