@@ -7,10 +7,9 @@ BIN := $(VENV)/bin
 # uv itself lives in its own small venv, so `uv sync` never removes the tool that runs it.
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
-APT_PACKAGES := redis-server postgresql
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages demo test lint typecheck unit integration bench clean
+.PHONY: install system-packages demo dev test lint typecheck unit integration bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -18,10 +17,11 @@ system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 $(UV):
@@ -34,6 +34,11 @@ $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 
 demo: install
 	$(BIN)/fintask demo
+
+# Development: workers and the scheduler restart when code changes (needs REDIS_URL).
+dev: install
+	$(BIN)/fintask migrate
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 test: install lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -8,6 +8,16 @@ from app.broker import setup_broker
 
 setup_broker()
 
-from actors import fraud, maintenance, notifications  # noqa: E402
+from actors import digest, etl, fraud, insights, maintenance, notifications, reports, runs, sync  # noqa: E402
 
-__all__ = ["fraud", "maintenance", "notifications"]
+__all__ = [
+    "digest",
+    "etl",
+    "fraud",
+    "insights",
+    "maintenance",
+    "notifications",
+    "reports",
+    "runs",
+    "sync",
+]

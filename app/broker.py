@@ -15,8 +15,17 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import CurrentMessage, default_middleware
 
+from app.logs import configure_logging
+from app.metrics import count_lock_contention, count_rate_limit_deferral
+from app.middleware.deadlines import SoftTimeLimit
 from app.middleware.guardrails import Guardrails
+from app.middleware.locks import Mutex, UniqueEnqueue
+from app.middleware.memory_limit import MemoryLimit
+from app.middleware.metrics import ConsumerRegistry, MessageMetrics
+from app.middleware.rate_limits import RateLimits
 from app.middleware.shutdown_signals import CoalesceShutdownSignals
+from app.middleware.ticks import TickGuard
+from app.redis_client import get_redis
 from app.sentry import init_sentry
 from app.settings import WORKER_PROCESS_TYPES, Settings, SettingsError, load_settings
 
@@ -27,18 +36,44 @@ def process_type() -> str:
 
 
 def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middleware]:
-    """Guardrails first (a bad message never reaches the rest), Dramatiq's defaults,
-    ``CurrentMessage``, then Prometheus in worker processes."""
-    stack: list[Middleware] = [Guardrails(max_message_bytes=settings.max_message_bytes)]
+    """The middleware of every fintask broker, in the order that keeps their hooks balanced.
+
+    - ``Guardrails`` first: a refused message never claims anything further down.
+    - ``UniqueEnqueue`` before Dramatiq's ``AgeLimit``, so every delivery frees its claim,
+      even one that ``AgeLimit`` drops.
+    - Dramatiq's defaults and ``CurrentMessage``; in worker processes, the shutdown-signal
+      fix, ``TickGuard`` (a periodic tick runs once even if two schedulers sent it) and
+      ``Prometheus``.
+    - ``RateLimits`` and ``Mutex`` after those: they skip (defer) messages, and placed later
+      the earlier middleware's before/after-skip hooks stay paired. Declared in every process
+      type, since web and CLI declare the actors whose options they read.
+    - ``SoftTimeLimit`` last, so its clock starts when the actor really does; then the
+      per-process ``MemoryLimit``.
+    """
+    stack: list[Middleware] = [
+        Guardrails(max_message_bytes=settings.max_message_bytes),
+        UniqueEnqueue(client=get_redis),
+    ]
     stack += [middleware() for middleware in default_middleware]
     stack.append(CurrentMessage())
     if for_process_type in WORKER_PROCESS_TYPES:
         stack.append(CoalesceShutdownSignals())
+        stack.append(TickGuard(client=get_redis))
         # Imported here: the module reads dramatiq_prom_db and dramatiq_prom_port at import,
         # which `fintask process` sets per process type before it starts the worker.
         from dramatiq.middleware.prometheus import Prometheus
 
         stack.append(Prometheus())
+        stack.append(ConsumerRegistry())
+    stack += [
+        RateLimits(client=get_redis, on_defer=count_rate_limit_deferral),
+        Mutex(client=get_redis, on_contention=count_lock_contention),
+        # After the limits, so a deferred delivery is neither timed nor counted as a failure.
+        MessageMetrics(),
+        SoftTimeLimit(),
+    ]
+    if for_process_type in WORKER_PROCESS_TYPES and settings.worker_max_memory_mb:
+        stack.append(MemoryLimit(max_memory_mb=settings.worker_max_memory_mb))
     return stack
 
 
@@ -67,6 +102,7 @@ def setup_broker() -> Broker:
     """Configure this process once: Sentry, the JSON encoder and the global broker."""
     settings = load_settings()
     init_sentry(settings)
+    configure_logging(os.environ)
     dramatiq.set_encoder(JSONEncoder())
     broker = build_broker(settings, for_process_type=process_type())
     dramatiq.set_broker(broker)

@@ -2,6 +2,12 @@
 
 ``init_sentry`` must run before the broker is built: the integration patches
 ``Broker.__init__`` to put its middleware first in the stack.
+
+What reaches Sentry: one event per failed run of a message, carrying the actor name, the
+message id and the queue, never the arguments. A message with ``max_retries=0`` that fails
+gives exactly one event; one that fails on every one of N retries gives N + 1, which Sentry
+groups into one issue (each attempt may fail differently, so none is dropped here).
+``dramatiq.Retry`` and an actor's ``throws`` are not reported.
 """
 
 from __future__ import annotations

@@ -157,6 +157,50 @@ def fraud(context: DemoContext) -> None:
     )
 
 
+def weekly_report(context: DemoContext) -> None:
+    """weekly report: a chunked, paced run over every active user"""
+    from actors.reports import weekly_report as report_run
+    from app.queues import queue_depths
+    from app.redis_client import get_redis
+    from chunking import ChunkRun, run_progress, start_run
+    from pipelines.reports import report_week, run_key
+
+    week = report_week(None)
+    active = _count(User, User.is_active.is_(True))
+    with transaction() as session:
+        run_id = start_run(session, report_run, params={"week": week}, key=run_key(week))
+    peak_queue = 0
+
+    def finished() -> bool:
+        nonlocal peak_queue
+        (emails,) = queue_depths(get_redis(), ["emails"])
+        peak_queue = max(peak_queue, emails.ready + emails.delayed)
+        with transaction() as session:
+            status = session.scalar(select(ChunkRun.status).where(ChunkRun.id == run_id))
+        return (
+            status == "done"
+            and _count(
+                Notification, Notification.kind == "weekly_report", Notification.status == "sent"
+            )
+            == active
+        )
+
+    took = wait_for(finished, what=f"the weekly report to reach {active} users")
+    with transaction() as session:
+        progress = run_progress(session, run_id)
+    assert progress is not None
+    context.summary.add(
+        "weekly report",
+        run=run_id,
+        week=week,
+        status=progress.status,
+        users_processed=progress.processed,
+        emails_sent=_count(Notification, Notification.kind == "weekly_report"),
+        peak_email_queue=peak_queue,
+        finished_in_s=took,
+    )
+
+
 def maintenance(context: DemoContext) -> None:
     """maintenance: purge an expired raw blob, fail a stuck job, count dead letters"""
     from actors import maintenance as actors
@@ -212,6 +256,7 @@ STEPS: list[Callable[[DemoContext], None]] = [
     ping,
     notifications,
     fraud,
+    weekly_report,
     maintenance,
     metrics,
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 
 import dramatiq
+import redis
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -12,17 +14,31 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 import actors  # noqa: F401  (declares every actor, and so every queue, on the broker)
+from app import api as jobs_api
+from app import api_runs as runs_api
 from app.db.session import default_engine
-from app.queues import canonical_queue_names, queue_depths
+from app.inspection import RunTotals, consumers_alive, job_counts, queue_stats, run_totals
+from app.queues import canonical_queue_names
 from app.redis_client import get_redis
+from app.settings import load_settings
+from chunking.models import RunStatus
+
+#: Runs whose items still count towards progress.
+ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.PAUSED)
+
+_logger = logging.getLogger(__name__)
 
 app = FastAPI(
     title="fintask",
     summary="Background work of a personal-finance service on Dramatiq and Redis.",
     version="0.1.0",
 )
+app.include_router(jobs_api.router)
+app.include_router(runs_api.router)
 
 
 class Health(BaseModel):
@@ -57,24 +73,108 @@ def _check_redis() -> str:
     return "ok"
 
 
-class QueueDepthCollector(Collector):
-    """Ready, delayed and dead messages per declared queue, read from Redis at scrape time."""
+class BrokerAndWorkCollector(Collector):
+    """The broker-wide gauges, read from Redis and the database at scrape time.
+
+    Every web process answers the same, so dashboards and alerts take ``max`` over instances,
+    never ``sum``. A source that cannot be read is reported as ``fintask_metrics_source_up`` 0
+    while the other's gauges are still served: alerts can tell "no data" from "all is well".
+    """
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily(
-            "fintask_queue_messages",
-            "Messages waiting in a queue, by state (ready, delayed, dead).",
-            labels=["queue_name", "state"],
+        up = GaugeMetricFamily(
+            "fintask_metrics_source_up",
+            "1 when /metrics could read its source (broker, database) at this scrape, else 0.",
+            labels=["source"],
         )
-        names = canonical_queue_names(dramatiq.get_broker().get_declared_queues())
-        for depth in queue_depths(get_redis(), names):
-            for state in ("ready", "delayed", "dead"):
-                gauge.add_metric([depth.queue_name, state], getattr(depth, state))
-        yield gauge
+        sources: tuple[tuple[str, Callable[[], list[GaugeMetricFamily]]], ...] = (
+            ("broker", _broker_families),
+            ("database", _work_state_families),
+        )
+        for source, read in sources:
+            try:
+                families = read()
+            except (redis.RedisError, SQLAlchemyError, OSError) as error:
+                _logger.warning("%s metrics unavailable: %s", source, error)
+                up.add_metric([source], 0)
+                continue
+            up.add_metric([source], 1)
+            yield from families
+        yield up
+
+
+def _broker_families() -> list[GaugeMetricFamily]:
+    """Per declared queue: messages by state and the oldest ready one's age; consumers alive."""
+    client = get_redis()
+    names = canonical_queue_names(dramatiq.get_broker().get_declared_queues())
+    stats = queue_stats(client, names)
+    alive = consumers_alive(client, heartbeat_timeout_ms=load_settings().heartbeat_timeout_ms)
+    depth = GaugeMetricFamily(
+        "fintask_queue_messages",
+        "Messages waiting in a queue, by state (ready, delayed, dead).",
+        labels=["queue_name", "state"],
+    )
+    oldest = GaugeMetricFamily(
+        "fintask_queue_oldest_message_age_seconds",
+        "How long the oldest ready message of a queue has been due (0 when none is ready).",
+        labels=["queue_name"],
+    )
+    for queue in stats:
+        for state in ("ready", "delayed", "dead"):
+            depth.add_metric([queue.queue_name, state], getattr(queue, state))
+        oldest.add_metric([queue.queue_name], queue.oldest_age_s)
+    consumers = GaugeMetricFamily(
+        "fintask_consumers_alive",
+        "Worker processes whose broker heartbeat is younger than HEARTBEAT_TIMEOUT_MS.",
+        value=alive,
+    )
+    return [depth, oldest, consumers]
+
+
+def _work_state_families() -> list[GaugeMetricFamily]:
+    """Asynchronous API jobs by status, and chunked runs once the runs table exists."""
+    with Session(default_engine()) as session:
+        jobs = job_counts(session)
+        runs = run_totals(session.connection())
+    job_states = GaugeMetricFamily(
+        "fintask_jobs", "Asynchronous API jobs by status.", labels=["status"]
+    )
+    for status, count in jobs.items():
+        job_states.add_metric([status], count)
+    return [job_states, *_run_families(runs or [])] if runs is not None else [job_states]
+
+
+def _run_families(runs: list[RunTotals]) -> list[GaugeMetricFamily]:
+    """Runs by name and status, and the items of the unfinished ones: labels are run names,
+    which the code declares, so they stay bounded however many runs there are."""
+    by_status = GaugeMetricFamily(
+        "fintask_runs", "Chunked runs by name and status.", labels=["name", "status"]
+    )
+    processed = GaugeMetricFamily(
+        "fintask_run_items_processed",
+        "Items processed so far by the running and paused runs of a name.",
+        labels=["name"],
+    )
+    estimated = GaugeMetricFamily(
+        "fintask_run_items_estimated",
+        "Items the running and paused runs of a name are expected to process in all.",
+        labels=["name"],
+    )
+    active: dict[str, tuple[int, int]] = {}
+    for run in runs:
+        by_status.add_metric([run.name, run.status], run.runs)
+        done, total = active.get(run.name, (0, 0))
+        if run.status in ACTIVE_RUN_STATUSES:
+            done, total = done + run.processed, total + run.estimated_total
+        active[run.name] = (done, total)
+    for name, (done, total) in active.items():
+        processed.add_metric([name], done)
+        estimated.add_metric([name], total)
+    return [by_status, processed, estimated]
 
 
 _registry = CollectorRegistry()
-_registry.register(QueueDepthCollector())
+_registry.register(BrokerAndWorkCollector())
 
 
 @app.get("/metrics", response_class=Response)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
+import chunking
 from app.db.models import Base
 
-target_metadata: list[MetaData] = [Base.metadata]
+target_metadata: list[MetaData] = [Base.metadata, chunking.metadata]

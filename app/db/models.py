@@ -280,3 +280,46 @@ class OutboxMessage(Base):
             postgresql_where=text("sent_at IS NULL"),
         ),
     )
+
+
+# --- Insights (issue 5, triggers) -------------------------------------------------------------
+# Derived from the stored transactions by ``pipelines.insights``: recomputed and replaced as a
+# whole for one account, so a recalculation that runs twice leaves the same rows.
+
+
+class MonthlySpending(Base):
+    """Money out of one account in one calendar month and category (a positive amount)."""
+
+    __tablename__ = "monthly_spending"
+    __table_args__ = (UniqueConstraint("account_id", "month", "category"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("provider_accounts.id", ondelete="CASCADE"))
+    #: The first day of the month.
+    month: Mapped[dt.date] = mapped_column(Date)
+    category: Mapped[str] = mapped_column(String(50))
+    currency: Mapped[str] = mapped_column(String(3))
+    spent: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    transaction_count: Mapped[int] = mapped_column()
+    computed_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+
+
+class MonthlyBalance(Base):
+    """An account's money in, money out and closing balance for one calendar month.
+
+    The closing balance is worked back from the provider's current balance, so it is right
+    even when fintask never saw the account's opening balance.
+    """
+
+    __tablename__ = "monthly_balances"
+    __table_args__ = (UniqueConstraint("account_id", "month"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("provider_accounts.id", ondelete="CASCADE"))
+    #: The first day of the month.
+    month: Mapped[dt.date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    money_in: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    money_out: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    closing_balance: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    computed_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)

@@ -11,7 +11,8 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
 import actors
-from app.db.models import Base, User
+from app.db.metadata import target_metadata
+from app.db.models import User
 from app.db.session import default_engine, reset_default_engine, transaction
 from app.ports import free_port
 from app.sinks import HttpSink, SmtpSink
@@ -22,18 +23,30 @@ def database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Eng
     """A fresh database behind fintask's default engine, once on SQLite, once on PostgreSQL."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     reset_default_engine()
-    Base.metadata.create_all(default_engine())
+    for metadata in target_metadata:
+        metadata.create_all(default_engine())
     yield default_engine()
     reset_default_engine()
 
 
 @pytest.fixture
 def stub_broker() -> Iterator[StubBroker]:
+    """The process's StubBroker, emptied, and left without the test's workers afterwards.
+
+    ``Worker.start`` adds a ``_WorkerMiddleware`` to the broker and ``stop`` never removes it:
+    a queue declared by a later test would get consumers on stopped workers, which take its
+    messages and never run them (``broker.join`` then hangs).
+    """
     broker = dramatiq.get_broker()
     assert isinstance(broker, StubBroker)
     broker.flush_all()
     yield broker
     broker.flush_all()
+    broker.middleware[:] = [
+        middleware
+        for middleware in broker.middleware
+        if type(middleware).__name__ != "_WorkerMiddleware"
+    ]
 
 
 @pytest.fixture

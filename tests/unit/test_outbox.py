@@ -99,3 +99,14 @@ def test_a_released_savepoint_does_not_send_before_the_outer_commit(database, st
         assert stub_broker.queues["fraud"].qsize() == 0, "sent at a savepoint"
 
     assert sorted(m.kwargs["account_id"] for m in _drain(stub_broker, "fraud")) == [1, 2]
+
+
+def test_more_messages_than_one_relay_batch_all_leave_at_commit(database, stub_broker):
+    from app.outbox import RELAY_BATCH
+
+    with transaction() as session:
+        for account_id in range(RELAY_BATCH + 5):
+            enqueue_after_commit(session, "check_new_account", kwargs={"account_id": account_id})
+
+    assert stub_broker.queues["fraud"].qsize() == RELAY_BATCH + 5
+    assert _unsent(database) == []

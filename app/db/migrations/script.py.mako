@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import app.db.models
+import chunking.models
 ${imports if imports else ""}
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}

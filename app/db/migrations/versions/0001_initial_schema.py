@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 03:41:19.987078
+Create Date: 2026-11-24 04:37:13.363202
 """
 
 from collections.abc import Sequence
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import app.db.models
+import chunking.models
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -209,6 +210,55 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "monthly_balances",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("money_in", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("money_out", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("closing_balance", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("computed_at", app.db.models.Timestamp(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["provider_accounts.id"],
+            name=op.f("fk_monthly_balances_account_id_provider_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_monthly_balances")),
+        sa.UniqueConstraint(
+            "account_id", "month", name=op.f("uq_monthly_balances_account_id_month")
+        ),
+    )
+    op.create_table(
+        "monthly_spending",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("category", sa.String(length=50), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("spent", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("transaction_count", sa.Integer(), nullable=False),
+        sa.Column("computed_at", app.db.models.Timestamp(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["provider_accounts.id"],
+            name=op.f("fk_monthly_spending_account_id_provider_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_monthly_spending")),
+        sa.UniqueConstraint(
+            "account_id",
+            "month",
+            "category",
+            name=op.f("uq_monthly_spending_account_id_month_category"),
+        ),
+    )
+    op.create_table(
         "raw_blobs",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
@@ -264,16 +314,52 @@ def upgrade() -> None:
             name=op.f("uq_transactions_account_id_provider_transaction_id"),
         ),
     )
+    op.create_table(
+        "chunking_runs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=True),
+        sa.Column("params", sa.JSON(), nullable=False),
+        sa.Column("cursor", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("processed", sa.BigInteger(), nullable=False),
+        sa.Column("estimated_total", sa.BigInteger(), nullable=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", chunking.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", chunking.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("resumed_at", chunking.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("processed_at_resume", sa.BigInteger(), nullable=False),
+        sa.Column("finished_at", chunking.models.UtcDateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "status IN ('running', 'paused', 'cancelled', 'done', 'failed')",
+            name=op.f("ck_chunking_runs_status"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_chunking_runs")),
+        sa.UniqueConstraint("key", name=op.f("uq_chunking_runs_key")),
+    )
+    with op.batch_alter_table("chunking_runs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_chunking_runs_name"), ["name"], unique=False)
+        batch_op.create_index(batch_op.f("ix_chunking_runs_status"), ["status"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("chunking_runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_chunking_runs_status"))
+        batch_op.drop_index(batch_op.f("ix_chunking_runs_name"))
+
+    op.drop_table("chunking_runs")
     op.drop_table("transactions")
     with op.batch_alter_table("raw_blobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_raw_blobs_fetched_at"))
 
     op.drop_table("raw_blobs")
+    op.drop_table("monthly_spending")
+    op.drop_table("monthly_balances")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_jobs_active_per_account",

@@ -1,0 +1,48 @@
+"""The weekly report fan-out: a chunked run over active users (see pipelines/reports.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.db.models import User
+from app.db.session import new_session, transaction
+from app.outbox import outbox_sender
+from app.tasks import fintask_actor
+from chunking import ChunkedRun, KeysetEnumerator, start_run
+from pipelines import reports
+
+_users = KeysetEnumerator(column=User.id, where=reports.active_users)
+
+weekly_report = ChunkedRun(
+    name="weekly_report_chunk",
+    queue_name="fanout",
+    enumerate=_users,
+    estimate=_users.estimate,
+    process=reports.send_chunk,
+    session_factory=new_session,
+    send_after_commit=outbox_sender,
+    chunk_size=reports.CHUNK_SIZE,
+    pause_ms=100,
+    target_queue="emails",
+    high_water=reports.EMAIL_HIGH_WATER,
+    time_limit=120_000,
+    max_age=3 * 86_400_000,
+    max_retries=5,
+    min_backoff=5_000,
+    max_backoff=300_000,
+)
+
+
+@fintask_actor(
+    queue_name="fanout",
+    time_limit=30_000,
+    max_age=6 * 3_600_000,
+    max_retries=3,
+    min_backoff=10_000,
+    max_backoff=120_000,
+)
+def start_weekly_report(week: str | None = None, tick: str | None = None, **kwargs: Any) -> None:
+    """Start the report run of ``week`` (the week before the scheduler's ``tick``), once."""
+    week = week or reports.report_week(tick)
+    with transaction() as session:
+        start_run(session, weekly_report, params={"week": week}, key=reports.run_key(week))

@@ -1,0 +1,68 @@
+"""Refresh actors: the polling loop of the asynchronous API (``pipelines.refresh``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.db.models import ProviderAccount
+from app.db.session import new_session, transaction
+from app.outbox import outbox_sender
+from app.tasks import fintask_actor
+from chunking import ChunkedRun, KeysetEnumerator, start_run
+from pipelines import refresh, sync
+from pipelines.steps import PROVIDER_RATE_LIMIT, StepAbandoned
+
+
+# One provider call (10 s timeout) and two short transactions. A poll older than 15 min is
+# past any deadline: the job has failed by then. 5xx and timeouts retry from 0.5 s to 10 s;
+# a 429 re-sends the poll after Retry-After without spending one of these.
+@fintask_actor(
+    queue_name="sync",
+    time_limit=30_000,
+    max_age=15 * 60_000,
+    max_retries=5,
+    min_backoff=500,
+    max_backoff=10_000,
+    throws=(StepAbandoned,),
+    rate_limit=PROVIDER_RATE_LIMIT,
+)
+def poll_refresh(job_id: str, poll: int = 0, **kwargs: Any) -> None:
+    """Poll the provider for job ``job_id``; re-sends itself until done or the deadline."""
+    refresh.poll(job_id, poll)
+
+
+_accounts = KeysetEnumerator(column=ProviderAccount.id, where=sync.active_accounts)
+
+account_sync = ChunkedRun(
+    name="account_sync_chunk",
+    queue_name="fanout",
+    enumerate=_accounts,
+    estimate=_accounts.estimate,
+    process=sync.refresh_chunk,
+    session_factory=new_session,
+    send_after_commit=outbox_sender,
+    chunk_size=sync.CHUNK_SIZE,
+    pause_ms=200,
+    target_queue="sync",
+    high_water=sync.POLL_HIGH_WATER,
+    time_limit=120_000,
+    max_age=6 * 3_600_000,
+    max_retries=5,
+    min_backoff=5_000,
+    max_backoff=300_000,
+)
+
+
+@fintask_actor(
+    queue_name="fanout",
+    time_limit=60_000,
+    max_age=3_600_000,
+    max_retries=3,
+    min_backoff=10_000,
+    max_backoff=120_000,
+)
+def start_account_sync(tick: str | None = None, **kwargs: Any) -> None:
+    """Start a sync run over every active account (the scheduler's job), once per tick."""
+    key = sync.run_key(tick) if tick else None
+    with transaction() as session:
+        start_run(session, account_sync, key=key)

@@ -1,0 +1,212 @@
+"""chunking on a real redis-server (the session's own): bulk enqueue, queue depth, a whole run.
+
+The throughput comparison prints its numbers; see them with
+``.venv/bin/pytest -s -k throughput tests/integration/test_chunking_redis.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq import Middleware
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import MetaData, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+import chunking
+from chunking import (
+    ChunkContext,
+    ChunkedRun,
+    KeysetEnumerator,
+    RedisQueueDepth,
+    RunStatus,
+    enqueue_many,
+    run_progress,
+    start_run,
+)
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "bulk"
+
+
+class Counted:
+    """What the consuming actor received, from any worker thread."""
+
+    def __init__(self) -> None:
+        self.values: Counter[Any] = Counter()
+        self.lock = threading.Lock()
+
+    def add(self, value: Any) -> None:
+        with self.lock:
+            self.values[value] += 1
+
+
+class Hooks(Middleware):
+    """Counts the enqueue hooks the broker runs."""
+
+    def __init__(self) -> None:
+        self.before = 0
+        self.after = 0
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.before += 1
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.after += 1
+
+
+@pytest.fixture
+def hooks() -> Hooks:
+    return Hooks()
+
+
+@pytest.fixture
+def broker(redis_url: str, hooks: Hooks) -> Iterator[RedisBroker]:
+    broker = RedisBroker(url=redis_url)
+    broker.add_middleware(hooks)
+    yield broker
+    broker.client.close()
+
+
+@pytest.fixture
+def counted() -> Counted:
+    return Counted()
+
+
+@pytest.fixture
+def consume(broker: RedisBroker, counted: Counted) -> dramatiq.Actor[Any, Any]:
+    @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0, time_limit=10_000)
+    def consume(value: Any, **kwargs: Any) -> None:
+        counted.add(value)
+
+    return consume
+
+
+def run_worker_until_drained(broker: RedisBroker, *queues: str) -> None:
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=4)
+    worker.start()
+    try:
+        for queue in queues:
+            broker.join(queue, timeout=60_000)
+        worker.join()
+    finally:
+        worker.stop()
+
+
+def test_bulk_enqueued_messages_land_once_each_and_a_real_worker_consumes_them(
+    broker, hooks, consume, counted
+):
+    # Given 2,500 messages and 300 delayed ones, bulk-enqueued in pipelines of 1,000
+    sent = enqueue_many(broker, (consume.message(i) for i in range(2_500)), batch_size=1_000)
+    delayed = enqueue_many(broker, (consume.message(i) for i in range(2_500, 2_800)), delay_ms=200)
+
+    # Then they are all stored where Dramatiq keeps them, each past both middleware hooks
+    depth = RedisQueueDepth(client=broker.client, namespace=broker.namespace)
+    assert (sent, delayed, depth(QUEUE)) == (2_500, 300, 2_800)
+    assert hooks.before == hooks.after == 2_800
+
+    # When a real worker drains the queue
+    run_worker_until_drained(broker, QUEUE)
+
+    # Then every message was consumed exactly once
+    assert counted.values == Counter(range(2_800))
+    assert depth(QUEUE) == 0
+
+
+def test_bulk_enqueue_throughput_against_send(broker, consume, capsys):
+    # Given 10,000 messages each way on the same Redis
+    n = 10_000
+    started = time.perf_counter()
+    for i in range(n):
+        consume.send(i)
+    send_s = time.perf_counter() - started
+    broker.flush(QUEUE)
+
+    started = time.perf_counter()
+    count = enqueue_many(broker, (consume.message(i) for i in range(n)))
+    bulk_s = time.perf_counter() - started
+
+    # Then both land in full; the rates are printed, not asserted (machines differ)
+    assert count == n == RedisQueueDepth(client=broker.client)(QUEUE)
+    with capsys.disabled():
+        print(
+            f"\n{n} messages: actor.send {n / send_s:,.0f} msg/s ({send_s:.2f} s), "
+            f"enqueue_many {n / bulk_s:,.0f} msg/s ({bulk_s:.2f} s), x{send_s / bulk_s:.1f}"
+        )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+
+
+class Sent(Base):
+    __tablename__ = "sent"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int]
+
+
+def test_a_run_on_redis_reaches_every_user_once_under_backpressure(
+    broker, consume, counted, tmp_path: Path
+):
+    # Given 500 users with sparse ids in a SQLite file, and a run feeding the bulk queue
+    # under a high-water mark, its depth read from Redis
+    engine = create_engine(f"sqlite:///{tmp_path / 'run.db'}", connect_args={"timeout": 30})
+    chunking.metadata.create_all(engine)
+    Base.metadata.create_all(engine)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    ids = list(range(7, 7 * 501, 7))
+    with sessions() as session, session.begin():
+        session.add_all(User(id=i) for i in ids)
+
+    def process(ctx: ChunkContext, user_ids: list[int]) -> None:
+        ctx.session.add_all(Sent(user_id=i) for i in user_ids)
+        ctx.enqueue(*(consume.message(i) for i in user_ids))
+
+    enumerator = KeysetEnumerator(column=User.id)
+    chunked_run = ChunkedRun(
+        name="redis_report_chunk",
+        enumerate=enumerator,
+        estimate=enumerator.estimate,
+        process=process,
+        session_factory=sessions,
+        broker=broker,
+        queue_name="fanout",
+        chunk_size=50,
+        target_queue=QUEUE,
+        high_water=100,
+        backpressure_delay_ms=50,
+        time_limit=30_000,
+        max_age=3_600_000,
+        max_retries=3,
+        min_backoff=100,
+        max_backoff=1_000,
+    )
+
+    # When it runs on a real worker
+    with sessions() as session, session.begin():
+        run_id = start_run(session, chunked_run)
+    run_worker_until_drained(broker, "fanout", QUEUE)
+
+    # Then every user got one message and one row
+    assert counted.values == Counter(ids)
+    with sessions() as session:
+        assert sorted(session.scalars(select(Sent.user_id))) == ids
+        progress = run_progress(session, run_id)
+    assert progress is not None
+    assert (progress.status, progress.processed, progress.percent) == (RunStatus.DONE, 500, 100.0)
+    engine.dispose()

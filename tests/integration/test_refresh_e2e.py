@@ -1,0 +1,224 @@
+"""End to end over real HTTP: the web process, a real dramatiq worker, Redis, the sandbox.
+
+The sandbox runs as its own process with latency, random 5xx and a rate limit; refreshes
+are started through the API and polled through it, as a client would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import select
+
+from app.db.migrate import upgrade
+from app.db.models import ProviderAccount, Transaction, User
+from app.db.session import create_db_engine
+from app.ports import free_port, wait_for_port
+from app.supervisor import procfile_commands
+from sandbox.data import expected_transactions
+from tests.support.processes import dramatiq_worker, fintask_env, running, wait_until
+
+pytestmark = pytest.mark.e2e
+
+FINISHED = {"done", "failed"}
+ACCOUNTS = 14
+
+
+@dataclass
+class Stack:
+    tmp_path: Path
+    env: dict[str, str]
+    sandbox_url: str
+    web_url: str
+    database_url: str
+    accounts: list[int]
+    processes: ExitStack
+
+    def start_worker(self, *, threads: int = 8) -> None:
+        command = dramatiq_worker(processes=1, threads=threads)
+        self.processes.enter_context(running(command, self.env, self.tmp_path / "worker.log"))
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:])
+            for path in sorted(self.tmp_path.glob("*.log"))
+        )
+
+
+@pytest.fixture
+def start_stack(redis_url: str, tmp_path: Path) -> Iterator[Any]:
+    """Start the sandbox with ``faults`` and the web process; the test starts the worker."""
+    with ExitStack() as processes:
+
+        def start(*, accounts: int, faults: dict[str, str], deadline_s: str) -> Stack:
+            database_url = f"sqlite:///{tmp_path / 'e2e.db'}"
+            account_ids = _seed(database_url, accounts)
+            sandbox_port, web_port = free_port(), free_port()
+            sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+            env = fintask_env(
+                REDIS_URL=redis_url,
+                DATABASE_URL=database_url,
+                PROVIDER_URL=sandbox_url,
+                REFRESH_DEADLINE_S=deadline_s,
+                FINTASK_VAR_DIR=str(tmp_path / "var"),
+                PORT=str(web_port),
+                HOST="127.0.0.1",
+                WEB_CONCURRENCY="1",
+                **faults,
+            )
+            sandbox = [sys.executable, "-m", "sandbox", "--port", str(sandbox_port)]
+            sandbox += ["--log-level", "warning"]
+            processes.enter_context(running(sandbox, env, tmp_path / "sandbox.log"))
+            web = ["bash", "-c", procfile_commands()["web"]]
+            processes.enter_context(running(web, env, tmp_path / "web.log"))
+            wait_for_port(sandbox_port, timeout_s=30)
+            wait_for_port(web_port, timeout_s=30)
+            return Stack(
+                tmp_path=tmp_path,
+                env=env,
+                sandbox_url=sandbox_url,
+                web_url=f"http://127.0.0.1:{web_port}",
+                database_url=database_url,
+                accounts=account_ids,
+                processes=processes,
+            )
+
+        yield start
+
+
+def _seed(database_url: str, accounts: int) -> list[int]:
+    """Migrate, then users 1..N, each with their first sandbox account linked; their ids."""
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    ids = []
+    with engine.begin() as connection:
+        for n in range(1, accounts + 1):
+            connection.execute(
+                User.__table__.insert().values(id=n, email=f"u{n}@example.com", name=f"U{n}")
+            )
+            result = connection.execute(
+                ProviderAccount.__table__.insert().values(
+                    user_id=n,
+                    provider="sandbox",
+                    external_id=f"acc-{n}-0",
+                    name="Checking",
+                    currency="USD",
+                    status="active",
+                    linked_at=dt.datetime.now(dt.UTC),
+                )
+            )
+            ids.append(int(result.inserted_primary_key[0]))
+    engine.dispose()
+    return ids
+
+
+def _wait_finished(stack: Stack, locations: list[str], timeout_s: float) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
+
+    def all_finished() -> bool:
+        jobs[:] = [httpx.get(stack.web_url + path, timeout=10).json() for path in locations]
+        return all(job["status"] in FINISHED for job in jobs)
+
+    try:
+        wait_until(all_finished, timeout_s=timeout_s, what="every job to finish")
+    except AssertionError as error:
+        raise AssertionError(f"{error}: {jobs}\n{stack.logs()}") from None
+    return jobs
+
+
+def _pending_messages(redis_url: str) -> dict[str, int]:
+    """Messages still held anywhere in Redis (ready, delayed, or fetched and not yet acked)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        held = {
+            key.decode(): client.hlen(key)
+            for key in client.scan_iter("dramatiq:*.msgs")
+            if not key.endswith(b".XQ.msgs")  # dead letters are not pending
+        }
+        held |= {
+            key.decode(): client.llen(key)
+            for key in client.scan_iter("dramatiq:*")
+            if client.type(key) == b"list"
+        }
+    finally:
+        client.close()
+    return {key: count for key, count in held.items() if count}
+
+
+def test_refreshes_finish_with_every_transaction_stored_once_despite_429s_and_5xx(
+    start_stack, redis_url
+):
+    # Given a provider with latency, 5 % of 5xx, and ten requests a second per client,
+    stack = start_stack(
+        accounts=ACCOUNTS,
+        faults={
+            "SANDBOX_LATENCY_MS": "20",
+            "SANDBOX_FAIL_RATE": "0.05",
+            "SANDBOX_RATE_LIMIT": "10",
+            "SANDBOX_REFRESH_SECONDS": "0.5",
+            "SANDBOX_SEED": "7",
+        },
+        deadline_s="60",
+    )
+
+    # when 14 refreshes are requested (and one again) before a worker takes them,
+    first = [httpx.post(f"{stack.web_url}/api/accounts/{a}/refresh") for a in stack.accounts]
+    again = httpx.post(f"{stack.web_url}/api/accounts/{stack.accounts[0]}/refresh")
+    assert [r.status_code for r in first] == [202] * ACCOUNTS, stack.logs()
+    assert (again.status_code, again.json()["id"]) == (200, first[0].json()["id"])
+    stack.start_worker(threads=16)  # 14 polls at once: more than the provider's burst of 10
+    jobs = _wait_finished(stack, [r.headers["Location"] for r in first], timeout_s=60)
+
+    # then every job is done and every account holds exactly the sandbox's transactions,
+    outcomes = [(job["status"], job["progress"], job["error"]) for job in jobs]
+    assert outcomes == [("done", 100, None)] * ACCOUNTS
+    engine = create_db_engine(stack.database_url)
+    with engine.connect() as connection:
+        for account_id, n in zip(stack.accounts, range(1, ACCOUNTS + 1), strict=True):
+            stored = connection.execute(
+                select(Transaction.provider_transaction_id, Transaction.amount)
+                .where(Transaction.account_id == account_id)
+                .order_by(Transaction.provider_transaction_id)
+            ).all()
+            expected = [(t.id, Decimal(t.amount)) for t in expected_transactions(f"acc-{n}-0")]
+            assert [tuple(row) for row in stored] == sorted(expected)
+    engine.dispose()
+    # though the provider refused some requests with 429 on the way,
+    stats = httpx.get(f"{stack.sandbox_url}/_sandbox/stats", timeout=10).json()
+    assert stats["by_status"].get("429", 0) > 0, stats
+    # and nothing is left queued once the insights have run.
+    wait_until(lambda: not _pending_messages(redis_url), timeout_s=20, what="empty queues")
+
+
+def test_a_refresh_that_never_finishes_fails_at_its_deadline_and_stops_polling(
+    start_stack, redis_url
+):
+    # Given a provider whose refreshes never finish, and a 3 s deadline,
+    stack = start_stack(accounts=1, faults={"SANDBOX_REFRESH_NEVER_FINISHES": "1"}, deadline_s="3")
+    stack.start_worker()
+
+    # when a refresh is requested,
+    response = httpx.post(f"{stack.web_url}/api/accounts/{stack.accounts[0]}/refresh")
+    assert response.status_code == 202, stack.logs()
+    (job,) = _wait_finished(stack, [response.headers["Location"]], timeout_s=30)
+
+    # then the job failed at its deadline, saying so,
+    assert job["status"] == "failed"
+    assert job["error"].startswith("deadline: the provider refresh ref-"), job
+    created = dt.datetime.fromisoformat(job["created_at"])
+    finished = dt.datetime.fromisoformat(job["finished_at"])
+    assert dt.timedelta(seconds=3) <= finished - created < dt.timedelta(seconds=10)
+    # and no poll is left anywhere: not ready, not delayed, not held by the worker.
+    wait_until(lambda: not _pending_messages(redis_url), timeout_s=10, what="no pending poll")
+    polls = httpx.get(f"{stack.sandbox_url}/_sandbox/stats", timeout=10).json()
+    assert polls["endpoints"]["GET /refreshes/{refresh_id}"]["requests"] >= 1

@@ -1,0 +1,85 @@
+"""The weekly report through real processes: a worker killed with SIGKILL in the middle of the
+run is replaced, the run resumes from its last committed chunk, and every active user gets
+exactly one email."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+
+from sqlalchemy import create_engine, func, select
+
+from app.db.migrate import upgrade
+from app.db.models import User
+from app.ports import free_port
+from app.seed import seed
+from app.sinks import SmtpSink, read_records
+from chunking import ChunkRun
+from tests.support.processes import (
+    VENV_BIN,
+    dramatiq_worker,
+    fintask_env,
+    running,
+    stop,
+    wait_until,
+)
+
+USERS = 3_000
+
+
+def test_sigkill_mid_run_resumes_with_one_email_per_active_user(redis_url, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'fintask.db'}"
+    upgrade(database_url)
+    engine = create_engine(database_url)
+    seed(engine, users=USERS)
+    with engine.connect() as connection:
+        active = set(connection.scalars(select(User.email).where(User.is_active.is_(True))))
+    mailbox = tmp_path / "mail.jsonl"
+    sink = SmtpSink(path=mailbox, port=free_port()).start()
+    env = fintask_env(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        SMTP_URL=f"smtp://127.0.0.1:{sink.port}",
+        HEARTBEAT_TIMEOUT_MS="2000",
+        BROKER_MAINTENANCE_CHANCE="1000000",
+    )
+
+    def run() -> tuple[str, int] | None:
+        with engine.connect() as connection:
+            row = connection.execute(select(ChunkRun.status, ChunkRun.processed)).first()
+        return None if row is None else (row[0], row[1])
+
+    def emails() -> list[str]:
+        return [mail["to"][0] for mail in read_records(mailbox)]
+
+    worker = dramatiq_worker("fanout", "emails", "maintenance", processes=1, threads=4)
+    try:
+        # The scheduler relays any outbox row a killed worker committed but did not send.
+        with running([str(VENV_BIN / "python"), "-m", "scheduler"], env, tmp_path / "sched.log"):
+            # Given a run in progress,
+            with running(worker, env, tmp_path / "worker-a.log") as worker_a:
+                subprocess.run(
+                    [str(VENV_BIN / "fintask"), "reports", "send", "--week", "2026-W47"],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+                wait_until(lambda: (run() or ("", 0))[1] > 0, what="the first chunk to commit")
+                # when its worker is killed outright,
+                stop(worker_a, timeout_s=0)
+            killed_at = run()
+            # then a new worker finishes it,
+            with running(worker, env, tmp_path / "worker-b.log"):
+                wait_until(lambda: (run() or ("", 0))[0] == "done", timeout_s=150, what="done")
+                wait_until(lambda: len(emails()) >= len(active), timeout_s=120, what="emails")
+    finally:
+        sink.stop()
+
+    # and every active user got exactly one email, and nobody else any.
+    assert killed_at is not None and killed_at[0] == "running", "the kill landed mid-run"
+    received = collections.Counter(emails())
+    assert set(received) == active
+    assert set(received.values()) == {1}
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(ChunkRun)) == 1
+    engine.dispose()

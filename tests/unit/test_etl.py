@@ -1,0 +1,230 @@
+"""The ETL: download -> raw blob -> transform -> store, idempotent at each step, failing loudly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+from test_refresh_support import load_job, make_job, sent_to, wait_until
+
+from actors.etl import etl_pipeline, start_etl, store_transactions
+from app.db.models import JobStatus, Merchant, ProviderAccount, RawBlob, Transaction
+from app.db.session import transaction
+from pipelines import etl
+from pipelines.statements import Statement, normalized_merchant_name, parse_download
+from pipelines.steps import DEFERRALS_OPTION
+from sandbox.data import expected_account, expected_transactions
+
+pytest_plugins = ["test_refresh_support"]  # its fixtures: sandbox, account, redis_env, sent
+
+pytestmark = pytest.mark.usefixtures("redis_env")
+
+
+def _count(model, **where) -> int:
+    with transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(model).filter_by(**where)))
+
+
+def _statement(blob_id: int) -> Statement:
+    with transaction() as session:
+        return Statement.from_json(session.get_one(RawBlob, blob_id).body)
+
+
+def test_the_transform_gives_exactly_the_sandboxs_transactions(sandbox, account):
+    # Given a download over several pages,
+    sandbox()
+    job = make_job(account.id)
+    raw_id = etl.download(job.id, account.id, page_size=25)
+
+    # when it is transformed,
+    statement = _statement(etl.transform(raw_id, job.id))
+
+    # then every transaction is there once, typed, with its merchant normalised.
+    expected = expected_transactions(account.external_id)
+    assert len(statement.transactions) == len(expected) > 25
+    for record, tx in zip(statement.transactions, expected, strict=True):
+        assert record.provider_transaction_id == tx.id
+        assert record.posted_on == tx.posted_on
+        assert record.amount == Decimal(tx.amount)
+        assert (record.currency, record.category) == (tx.currency, tx.category)
+        assert record.description == tx.description
+        assert record.merchant is not None
+        assert record.merchant.display_name == tx.merchant
+        assert record.merchant.normalized_name == normalized_merchant_name(tx.merchant)
+    assert statement.balance == Decimal(expected_account(account.external_id).balance)
+    assert load_job(job.id).progress == 90
+
+
+@pytest.mark.parametrize(
+    ("name", "normalized"),
+    [
+        ("Trader Joe's", "trader-joes"),
+        ("TRADER JOES #0042", "trader-joes"),
+        ("  Blue  Bottle Coffee ", "blue-bottle-coffee"),
+        ("Café Nero Ltd", "cafe-nero"),
+        ("ACME Corp Payroll", "acme-corp-payroll"),
+        ("#12", ""),
+    ],
+)
+def test_merchant_names_are_normalised(name, normalized):
+    assert normalized_merchant_name(name) == normalized
+
+
+def test_a_blob_that_does_not_parse_names_the_field():
+    body = b'{"account": {"external_id": "a", "currency": "USD", "balance": "1.00"}, "pages": '
+    body += b'[{"transactions": [{"id": "t1", "account_id": "a", "posted_on": "yesterday"}]}]}'
+
+    with pytest.raises(ValueError, match="posted_on"):
+        parse_download(body)
+
+
+def test_a_download_of_the_same_data_stores_no_new_blob(sandbox, account):
+    sandbox()
+    job = make_job(account.id)
+
+    first = etl.download(job.id, account.id)
+    second = etl.download(job.id, account.id)
+
+    assert first == second
+    assert _count(RawBlob, kind=etl.RAW_KIND) == 1
+
+
+def test_storing_the_same_statement_twice_stores_nothing_twice(sandbox, account, stub_broker):
+    sandbox()
+    job = make_job(account.id)
+    statement_id = etl.transform(etl.download(job.id, account.id), job.id)
+
+    inserted = [etl.store(statement_id, job.id), etl.store(statement_id, job.id)]
+
+    expected = expected_transactions(account.external_id)
+    assert inserted == [len(expected), 0]
+    assert _count(Transaction, account_id=account.id) == len(expected)
+    assert _count(Merchant) == len({tx.merchant for tx in expected})
+    # Only the store that inserted rows triggers the insights.
+    assert stub_broker.queues["insights"].qsize() == 1
+    job_now = load_job(job.id)
+    assert (job_now.status, job_now.progress) == (JobStatus.DONE, 100)
+    with transaction() as session:
+        stored = session.get_one(ProviderAccount, account.id)
+        assert stored.balance == Decimal(expected_account(account.external_id).balance)
+        assert stored.last_synced_at is not None
+
+
+def test_a_store_step_delivered_twice_stores_nothing_twice(
+    sandbox, account, stub_broker, stub_worker, sent
+):
+    sandbox()
+    job = make_job(account.id)
+    statement_id = etl.transform(etl.download(job.id, account.id), job.id)
+
+    # The same message twice, as a redelivery after a lost ack would bring it.
+    message = store_transactions.message(statement_id, job_id=job.id)
+    stub_broker.enqueue(message)
+    stub_broker.enqueue(message.copy())
+    stub_broker.join("etl")
+    stub_worker.join()
+
+    assert _count(Transaction) == len(expected_transactions(account.external_id))
+    assert len(sent_to(sent, "recalculate_insights")) == 1
+
+
+def test_the_pipeline_passes_ids_from_step_to_step_and_finishes_the_job(
+    sandbox, account, stub_broker, stub_worker
+):
+    sandbox()
+    job = make_job(account.id)
+
+    pipeline = etl_pipeline(job.id, account.id)
+    start_etl.send(job_id=job.id, account_id=account.id)
+    stub_broker.join("etl")
+    stub_worker.join()
+
+    # Every message carries ids only; each later step gets the previous one's id appended.
+    assert [m.kwargs for m in pipeline.messages] == [
+        {"job_id": job.id, "account_id": account.id},
+        {"job_id": job.id},
+        {"job_id": job.id},
+    ]
+    finished = load_job(job.id)
+    assert (finished.status, finished.progress, finished.error) == (JobStatus.DONE, 100, None)
+    assert finished.details["inserted"] == len(expected_transactions(account.external_id))
+    assert _count(Transaction) == finished.details["inserted"]
+
+
+def test_a_429_resends_the_step_after_retry_after_without_spending_a_retry(
+    sandbox, account, stub_broker, stub_worker, sent
+):
+    # Given a provider allowing one request a second: the page passes, the balance gets a 429,
+    provider = sandbox(rate_limit_per_s=1)
+    job = make_job(account.id)
+
+    # when the ETL runs,
+    start_etl.send(job_id=job.id, account_id=account.id)
+    wait_until(lambda: any(DEFERRALS_OPTION in m.options for m, _ in sent))
+    provider.clock.advance(1)  # the second the provider asked for passes
+    stub_broker.join("etl")
+    stub_worker.join()
+
+    # then the download was sent again after Retry-After (1 s), as the same message, with the
+    # page it had already read, and no retry spent;
+    downloads = sent_to(sent, "download_transactions")
+    first = downloads[0][0]
+    # (The worker enqueues a delayed message once more when it is due, without a delay.)
+    ((again, delay),) = [(message, delay) for message, delay in downloads if delay]
+    assert delay == 1_000
+    assert again.message_id == first.message_id
+    assert again.options.get("retries", 0) == 0
+    assert again.options[DEFERRALS_OPTION] == 1
+    assert again.kwargs["resume_blob_id"] is not None
+    # the page was not read twice, and the job finished with every transaction.
+    assert provider.stats() == {"200": 2, "429": 1}
+    assert load_job(job.id).status == JobStatus.DONE
+    assert _count(Transaction) == len(expected_transactions(account.external_id))
+
+
+def test_a_permanent_failure_fails_the_job_at_once_naming_the_step(
+    sandbox, user, stub_broker, stub_worker
+):
+    # Given an account the provider does not know (it answers 404),
+    provider = sandbox()
+    with transaction() as session:
+        unknown = ProviderAccount(
+            user_id=user.id, provider="sandbox", external_id="no-such-account"
+        )
+        session.add(unknown)
+    job = make_job(unknown.id)
+
+    # when its ETL runs,
+    start_etl.send(job_id=job.id, account_id=unknown.id)
+    stub_broker.join("etl", fail_fast=False)
+    stub_worker.join()
+
+    # then the job failed with the step and the cause, without retries, and the chain stopped.
+    failed = load_job(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert failed.error.startswith("download: ProviderError: provider answered 404")
+    assert provider.stats() == {"404": 1}
+    assert _count(RawBlob) == 0
+
+
+def test_a_step_that_keeps_failing_fails_the_job_when_its_retries_run_out(
+    sandbox, account, stub_broker, stub_worker
+):
+    # Given a provider that answers every request with a 5xx,
+    provider = sandbox(fail_rate=1.0)
+    job = make_job(account.id)
+
+    # when the download is tried with one retry allowed,
+    pipeline = etl_pipeline(job.id, account.id)
+    pipeline.messages[0].options.update(max_retries=1, min_backoff=10, max_backoff=10)
+    pipeline.run()
+    stub_broker.join("etl", fail_fast=False)
+    stub_worker.join()
+
+    # then after the second attempt the job is failed with the reason, and nothing follows.
+    failed = load_job(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert failed.error.startswith("download: gave up after 2 attempt(s): ProviderUnavailable")
+    assert sum(provider.stats().values()) == 2
+    assert _count(RawBlob) == 0

@@ -1,0 +1,294 @@
+"""The owned mutex, the Mutex middleware and unique enqueue, on Dramatiq's StubBroker with the
+locks in the test's own Redis."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
+
+from app.middleware import InvalidActorOption
+from app.middleware.locks import (
+    AlreadyPending,
+    LockNotAcquired,
+    Mutex,
+    RedisMutex,
+    UniqueEnqueue,
+    redis_mutex,
+    send_unique,
+)
+
+EXPLICIT: dict[str, Any] = {"max_retries": 0, "time_limit": 10_000, "max_age": 60_000}
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def stub_broker(client: redis.Redis, **mutex: Any) -> StubBroker:
+    """fintask's order: UniqueEnqueue first, Dramatiq's defaults, CurrentMessage, Mutex."""
+    stack: list[Middleware] = [UniqueEnqueue(client=client)]
+    stack += [m() for m in default_middleware]
+    return StubBroker(middleware=[*stack, CurrentMessage(), Mutex(client=client, **mutex)])
+
+
+@contextmanager
+def working(broker: StubBroker, threads: int = 2) -> Iterator[Worker]:
+    worker = Worker(broker, worker_timeout=50, worker_threads=threads)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def current_options() -> dict[str, Any]:
+    message = CurrentMessage.get_current_message()
+    assert message is not None
+    return dict(message.options)
+
+
+# The owned mutex
+
+
+def test_only_the_owner_releases_the_lock(client):
+    owner = RedisMutex(client, "account:1", ttl_ms=5_000)
+    intruder = RedisMutex(client, "account:1", ttl_ms=5_000)
+
+    assert owner.acquire()
+    assert not intruder.acquire()
+    assert not intruder.release()
+    assert client.get("fintask:lock:account:1") == owner.token.encode()
+    assert owner.release()
+    assert client.exists("fintask:lock:account:1") == 0
+
+
+def test_the_lock_is_renewed_while_held_past_its_ttl(client):
+    owner = RedisMutex(client, "account:1", ttl_ms=150)
+    assert owner.acquire()
+
+    time.sleep(0.6)
+
+    assert not RedisMutex(client, "account:1", ttl_ms=150).acquire()
+    assert not owner.lost
+    assert owner.release()
+
+
+def test_a_lock_taken_away_is_reported_lost_and_not_released_from_its_new_holder(client):
+    owner = RedisMutex(client, "account:1", ttl_ms=150)
+    assert owner.acquire()
+
+    client.set("fintask:lock:account:1", "someone else")
+    time.sleep(0.2)
+
+    assert owner.lost
+    assert not owner.release()
+    assert client.get("fintask:lock:account:1") == b"someone else"
+
+
+def test_redis_mutex_is_a_decorator_too(client):
+    @redis_mutex(client, "maintenance:cleanup", ttl_ms=1_000)
+    def cleanup() -> bool:
+        return bool(client.exists("fintask:lock:maintenance:cleanup"))
+
+    assert cleanup()
+    assert client.exists("fintask:lock:maintenance:cleanup") == 0
+
+
+# The Mutex middleware
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lock_key": "account:{acount_id}"}, "names acount_id, which sync() does not take"),
+        ({"lock_key": "account:{account_id}", "lock_contention": "queue"}, "must be one of"),
+        ({"lock_key": "account:{account_id}", "lock_ttl_ms": 0}, "lock_ttl_ms=0 must be a"),
+        ({"lock_key": 42}, "lock_key=42 must be a template"),
+    ],
+)
+def test_bad_lock_options_fail_the_declaration(client, options, message):
+    broker = stub_broker(client)
+
+    with pytest.raises(InvalidActorOption, match=re.escape(message)):
+
+        @dramatiq.actor(broker=broker, **options, **EXPLICIT)
+        def sync(account_id: int) -> None: ...
+
+
+@pytest.mark.parametrize("contention", ["skip", "defer", "fail"])
+def test_a_message_whose_lock_is_held_skips_defers_or_fails(client, contention):
+    # Given a flow holding the account's lock for 300 ms
+    broker = stub_broker(client, defer_ms=100)
+    ran: list[dict[str, Any]] = []
+
+    @dramatiq.actor(
+        broker=broker, lock_key="account:{account_id}", lock_contention=contention, **EXPLICIT
+    )
+    def sync(account_id: int, **kwargs: Any) -> None:
+        ran.append(current_options())
+
+    held = threading.Event()
+
+    def flow() -> None:
+        with redis_mutex(client, "account:7", ttl_ms=1_000):
+            held.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=flow)
+    holder.start()
+    held.wait()
+
+    # When a message for that account arrives
+    sync.send(account_id=7)
+    with working(broker):
+        if contention == "fail":
+            with pytest.raises(LockNotAcquired, match="lock 'account:7' is held"):
+                broker.join(sync.queue_name)
+        else:
+            broker.join(sync.queue_name)
+    holder.join()
+
+    # Then skip drops it, defer runs it later without a retry, fail is an ordinary failure
+    mutex = next(m for m in broker.middleware if isinstance(m, Mutex))
+    assert mutex.contended["sync", contention] >= 1
+    if contention == "defer":
+        assert len(ran) == 1
+        assert ran[0]["lock_deferrals"] >= 1
+        assert "retries" not in ran[0]
+        assert broker.dead_letters == []
+    else:
+        assert ran == []
+        assert len(broker.dead_letters) == (1 if contention == "fail" else 0)
+    assert client.exists("fintask:lock:account:7") == 0
+
+
+def test_messages_of_one_account_never_overlap_and_the_lock_is_released_after_a_failure(client):
+    broker = stub_broker(client, defer_ms=50)
+    spans: list[tuple[float, float]] = []
+
+    @dramatiq.actor(broker=broker, lock_key="account:{account_id}", **EXPLICIT)
+    def sync(account_id: int, fail: bool = False, **kwargs: Any) -> None:
+        started = time.monotonic()
+        time.sleep(0.1)
+        spans.append((started, time.monotonic()))
+        if fail:
+            raise RuntimeError("provider down")
+
+    sync.send(1, fail=True)
+    for _ in range(3):
+        sync.send(1)
+    with working(broker, threads=4):
+        broker.join(sync.queue_name, fail_fast=False)
+
+    spans.sort()
+    assert len(spans) == 4
+    assert all(end <= next_start for (_, end), (next_start, _) in pairwise(spans))
+    assert client.exists("fintask:lock:account:1") == 0
+
+
+# Unique enqueue
+
+
+def test_a_second_send_for_a_pending_key_is_a_detectable_no_op(client):
+    broker = stub_broker(client)
+
+    @dramatiq.actor(broker=broker, unique_key="account:{account_id}", **EXPLICIT)
+    def recalculate(account_id: int, **kwargs: Any) -> None: ...
+
+    first = recalculate.send(account_id=1)
+    with pytest.raises(AlreadyPending) as pending:
+        recalculate.send(account_id=1)
+
+    assert pending.value.pending_message_id == first.message_id
+    assert send_unique(recalculate, account_id=1) is None
+    assert send_unique(recalculate, account_id=2) is not None
+    assert broker.queues[recalculate.queue_name].qsize() == 2
+
+
+def test_a_change_after_the_message_started_gets_a_fresh_message(client):
+    # Given a pending recalculation that has started running
+    broker = stub_broker(client)
+    started, finish = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    @dramatiq.actor(broker=broker, unique_key="account:{account_id}", **EXPLICIT)
+    def recalculate(account_id: int, **kwargs: Any) -> None:
+        runs.append(current_options()["unique_claim"])
+        started.set()
+        finish.wait(5)
+
+    recalculate.send(account_id=1)
+    with working(broker):
+        started.wait(5)
+        # When the account changes again
+        second = send_unique(recalculate, account_id=1)
+        finish.set()
+        broker.join(recalculate.queue_name)
+
+    # Then that change was enqueued, and ran too
+    assert second is not None
+    assert runs == ["fintask:unique:recalculate:account:1"] * 2
+    assert client.exists("fintask:unique:recalculate:account:1") == 0
+
+
+def test_a_delayed_message_holds_its_key_until_it_runs(client):
+    broker = stub_broker(client)
+    runs: list[int] = []
+
+    @dramatiq.actor(broker=broker, unique_key="account:{account_id}", **EXPLICIT)
+    def recalculate(account_id: int, **kwargs: Any) -> None:
+        runs.append(account_id)
+
+    recalculate.send_with_options(kwargs={"account_id": 1}, delay=200)
+    ttl_ms = client.pttl("fintask:unique:recalculate:account:1")
+    with working(broker):
+        time.sleep(0.1)
+        assert send_unique(recalculate, account_id=1) is None
+        broker.join(recalculate.queue_name)
+
+    assert runs == [1]
+    assert EXPLICIT["max_age"] < ttl_ms <= EXPLICIT["max_age"] + 60_000
+
+
+def test_a_retry_is_not_blocked_by_the_key(client):
+    # Given a pending message that fails once, and a change that arrives while it runs
+    broker = stub_broker(client)
+    attempts: list[tuple[str, int]] = []
+
+    @dramatiq.actor(
+        broker=broker,
+        unique_key="account:{account_id}",
+        max_retries=1,
+        min_backoff=1,
+        max_backoff=1,
+        time_limit=10_000,
+        max_age=60_000,
+    )
+    def recalculate(account_id: int, label: str, **kwargs: Any) -> None:
+        retries = current_options().get("retries", 0)
+        attempts.append((label, retries))
+        if label == "first" and retries == 0:
+            assert send_unique(recalculate, account_id=account_id, label="change") is not None
+            raise RuntimeError("database busy")
+
+    recalculate.send(account_id=1, label="first")
+    with working(broker):
+        broker.join(recalculate.queue_name)
+
+    # Then the retry ran although the change held the key, and the change ran too
+    assert sorted(attempts) == [("change", 0), ("first", 0), ("first", 1)]
