@@ -69,7 +69,14 @@ def run_demo(settings: Settings, *, users: int, log: Log) -> DemoSummary:
     stack = LocalStack(
         var_dir=var_dir,
         process_types=PROCESS_TYPES,
-        extra_env={"DATABASE_URL": f"sqlite:///{var_dir / 'fintask.db'}"},
+        extra_env={
+            "DATABASE_URL": f"sqlite:///{var_dir / 'fintask.db'}",
+            # The sandbox misbehaves as real providers do: slow, rate limited, sometimes down.
+            "SANDBOX_LATENCY_MS": "30",
+            "SANDBOX_FAIL_RATE": "0.05",
+            "SANDBOX_RATE_LIMIT": "8",
+            "SANDBOX_REFRESH_SECONDS": "2",
+        },
     )
     summary = DemoSummary()
     log(f"starting {', '.join(PROCESS_TYPES)} (logs: {stack.log_path})")

@@ -27,6 +27,7 @@ from app.demo import DemoContext
 from app.sinks import read_records
 
 WAIT_S = 90.0
+REFRESHED_ACCOUNTS = 12
 
 
 def wait_for(condition: Callable[[], bool], *, what: str, timeout_s: float = WAIT_S) -> float:
@@ -157,6 +158,51 @@ def fraud(context: DemoContext) -> None:
     )
 
 
+def refresh(context: DemoContext) -> None:
+    """async API + ETL: refresh accounts over HTTP against a faulty sandbox provider"""
+    from app.db.models import MonthlySpending, Transaction
+
+    with transaction() as session:
+        account_ids = list(
+            session.scalars(
+                select(ProviderAccount.id)
+                .where(
+                    ProviderAccount.status == "active", ProviderAccount.external_id.like("acc-%-0")
+                )
+                .order_by(ProviderAccount.id)
+                .limit(REFRESHED_ACCOUNTS)
+            )
+        )
+    with httpx.Client(base_url=context.stack.web_url, timeout=10) as web:
+        locations = [
+            web.post(f"/api/accounts/{a}/refresh").headers["Location"] for a in account_ids
+        ]
+        repeated = web.post(f"/api/accounts/{account_ids[0]}/refresh")
+
+        def statuses() -> list[str]:
+            return [web.get(location).json()["status"] for location in locations]
+
+        took = wait_for(
+            lambda: all(status in ("done", "failed") for status in statuses()),
+            what=f"{len(locations)} refresh jobs to finish",
+        )
+        final = statuses()
+    same_job = repeated.headers["Location"] in locations
+    sandbox = httpx.get(f"{context.stack.env['PROVIDER_URL']}/_sandbox/stats", timeout=10).json()
+    context.summary.add(
+        "refresh (async API + ETL)",
+        jobs_done=final.count("done"),
+        jobs_failed=final.count("failed"),
+        repeated_post=f"{repeated.status_code}, same job: {same_job}",
+        transactions_stored=_count(Transaction),
+        insight_rows=_count(MonthlySpending),
+        provider_requests=sandbox["total_requests"],
+        provider_429s=sandbox["by_status"].get("429", 0),
+        provider_5xx=sum(n for code, n in sandbox["by_status"].items() if code.startswith("5")),
+        finished_in_s=took,
+    )
+
+
 def weekly_report(context: DemoContext) -> None:
     """weekly report: a chunked, paced run over every active user"""
     from actors.reports import weekly_report as report_run
@@ -205,6 +251,7 @@ def maintenance(context: DemoContext) -> None:
     """maintenance: purge an expired raw blob, fail a stuck job, count dead letters"""
     from actors import maintenance as actors
 
+    blob_digest, job_id = uuid.uuid4().hex, str(uuid.uuid4())
     with transaction() as session:
         account_id = session.scalar(select(ProviderAccount.id).limit(1))
         assert account_id is not None
@@ -212,14 +259,14 @@ def maintenance(context: DemoContext) -> None:
             RawBlob(
                 account_id=account_id,
                 kind="transactions",
-                sha256=uuid.uuid4().hex,
+                sha256=blob_digest,
                 body=b"{}",
                 fetched_at=utcnow() - dt.timedelta(days=45),
             )
         )
         session.add(
             Job(
-                id=str(uuid.uuid4()),
+                id=job_id,
                 kind="refresh",
                 account_id=account_id,
                 status="polling",
@@ -229,8 +276,14 @@ def maintenance(context: DemoContext) -> None:
     actors.purge_raw_blobs.send()
     actors.fail_stuck_jobs.send()
     actors.report_dead_letters.send()
-    wait_for(lambda: _count(RawBlob) == 0, what="the expired raw blob to be purged")
-    wait_for(lambda: _count(Job, Job.status == "failed") == 1, what="the stuck job to fail")
+    wait_for(
+        lambda: _count(RawBlob, RawBlob.sha256 == blob_digest) == 0,
+        what="the expired raw blob to be purged",
+    )
+    wait_for(
+        lambda: _count(Job, Job.id == job_id, Job.status == "failed") == 1,
+        what="the stuck job to fail",
+    )
     context.summary.add("maintenance", raw_blobs_purged=1, stuck_jobs_failed=1)
 
 
@@ -256,6 +309,7 @@ STEPS: list[Callable[[DemoContext], None]] = [
     ping,
     notifications,
     fraud,
+    refresh,
     weekly_report,
     maintenance,
     metrics,
