@@ -26,21 +26,22 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Integer ids that autoincrement everywhere: BIGINT, and SQLite's INTEGER rowid alias.
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+#: Constraint names Alembic can refer to on every backend (a host may share them).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 class ChunkingBase(DeclarativeBase):
     """Declarative base of chunking's tables, with constraint names Alembic can refer to."""
 
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 #: The metadata a host passes to Alembic next to its own (``target_metadata``).
@@ -101,7 +102,7 @@ class ChunkRun(ChunkingBase):
     __tablename__ = "chunking_runs"
     __table_args__ = (CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),)
 
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     #: Optional identity (``weekly-report:2026-W48``): one run per key, however often started.
     key: Mapped[str | None] = mapped_column(String(200), unique=True)

@@ -12,68 +12,29 @@ from decimal import Decimal
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Date,
-    DateTime,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     Numeric,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Integer primary keys that autoincrement on both SQLite and PostgreSQL: BIGINT on PostgreSQL,
-# INTEGER (the rowid alias) on SQLite.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+# One aware-UTC timestamp type, id type and naming convention for every table, fintask's and
+# the chunking library's (which cannot import fintask).
+from chunking.models import NAMING_CONVENTION, BigId, utcnow
+from chunking.models import UtcDateTime as Timestamp
 
 
 class Base(DeclarativeBase):
-    """Declarative base with constraint names Alembic can refer to on every backend."""
+    """Declarative base of fintask's tables, named like the chunking library's."""
 
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
-
-
-def utcnow() -> dt.datetime:
-    """The current time as an aware UTC datetime; fintask stores every timestamp in UTC."""
-    return dt.datetime.now(dt.UTC)
-
-
-class Timestamp(TypeDecorator[dt.datetime]):
-    """An aware UTC datetime on every backend (SQLite itself keeps no time zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: fintask stores aware UTC timestamps")
-        if value is None:
-            return None
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(
-        self, value: dt.datetime | None, dialect: Dialect
-    ) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class User(Base):
