@@ -57,7 +57,7 @@ integration: install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python -m bench $(if $(FULL),--full,)
+	$(BIN)/python -m bench.latency
 
 clean:
 	rm -rf var .tools .pytest_cache .mypy_cache .ruff_cache

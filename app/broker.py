@@ -87,9 +87,10 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
             "REDIS_URL is not set: run through `fintask run`, which starts a private Redis, "
             "or point REDIS_URL at your Redis (redis://HOST:PORT/DB)"
         )
-    from dramatiq.brokers.redis import RedisBroker
+    # Dramatiq's Redis broker, with consumers that block for a wake-up instead of polling.
+    from app.wakeup_broker import WakeupRedisBroker
 
-    return RedisBroker(
+    return WakeupRedisBroker(
         url=settings.redis_url,
         middleware=middleware,
         heartbeat_timeout=settings.heartbeat_timeout_ms,

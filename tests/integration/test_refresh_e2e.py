@@ -148,7 +148,8 @@ def _pending_messages(redis_url: str) -> dict[str, int]:
         held |= {
             key.decode(): client.llen(key)
             for key in client.scan_iter("dramatiq:*")
-            if client.type(key) == b"list"
+            # wake-up tokens (``.wake``) are not messages: they only shorten a consumer's wait
+            if client.type(key) == b"list" and not key.endswith(b".wake")
         }
     finally:
         client.close()

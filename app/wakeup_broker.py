@@ -1,0 +1,294 @@
+"""A Redis broker whose idle consumers block on a wake-up list instead of polling.
+
+Dramatiq's Redis consumer polls: after an empty fetch it sleeps 5 ms, 10 ms, ... up to
+``worker_timeout`` (1 s), so a message sent to a quiet queue waits for the sleep to end (81 ms
+median and 841 ms worst at 2 msg/s). Here every enqueue also pushes a token on
+``<namespace>:<queue>.wake`` in the same round trip, and a consumer whose fetch came back empty
+waits for a token with BLPOP, on a connection of its own, for at most ``worker_timeout``.
+
+A token only says "fetch now": messages still move through Dramatiq's own ``dispatch.lua``
+(enqueue, fetch, ack, nack, requeue), so acks, heartbeats, delayed messages, dead letters and
+the return of a dead worker's messages are Dramatiq's. A consumer that gets no token fetches at
+the timeout anyway: heartbeats keep their pace, and producers that push no tokens (a plain
+``RedisBroker`` during a deploy) are served as before, at poll speed.
+
+The consumer also stops sleeping where Dramatiq's does: with its prefetch full it waits for an
+ack, and it blocks no longer than the eta of a delayed message it holds. So a prefetch equal to
+the thread count keeps every thread busy (Dramatiq's consumer needs 2 x threads or more to hide
+its backoff): a process then holds no message it cannot start. Measurements and the chosen
+prefetch per process type: ``bench/results/latency*.md`` (``python -m bench.latency``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import Any
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+#: The most tokens a wake-up list keeps: each wakes one blocked consumer, so this is how many
+#: idle consumers of one queue a burst can wake at once; more would only cost empty fetches.
+WAKE_TOKENS_MAX = 64
+
+#: A token matters only to a consumer that blocks soon after it is pushed (any other fetches
+#: anyway), so a list nobody pops vanishes this long after its last push.
+WAKE_TOKENS_TTL_MS = 10_000
+
+#: A consumer whose prefetch filled up refills once half of it is free, or this long after it
+#: filled, whichever comes first: one fetch then serves a batch of acks (a fetch per ack of
+#: no-op messages ran 40 % slower at 1 thread and prefetch 32), while the ack of a message that
+#: ran longer than this is followed by a fetch at once.
+REFILL_WAIT_MS = 5
+
+#: Redis ends a timed-out blocking call on its next clock tick (``hz`` 10: every 100 ms), so a
+#: BLPOP can return this much after its timeout: blocks are shortened by it, and the last stretch
+#: before a delayed message is due is slept here, to the millisecond.
+REDIS_TICK_MS = 100
+
+#: How much longer than its longest BLPOP a blocking connection waits for Redis to answer.
+BLOCKING_SOCKET_MARGIN_S = 10.0
+
+
+def wake_key(namespace: str, queue_name: str) -> str:
+    """The wake-up list of a queue or of its delay queue (``q.DQ``)."""
+    return f"{namespace}:{queue_name}.wake"
+
+
+def block_ms(*, timeout_ms: int, next_eta_ms: int | None, now_ms: int) -> int:
+    """How long an idle consumer may block: its timeout, or until its next delayed message is due.
+
+    Dramatiq moves a due delayed message to its queue only when the consumer thread gets control
+    back, so blocking past the eta would start that message late.
+    """
+    if next_eta_ms is None:
+        return timeout_ms
+    return max(0, min(timeout_ms, next_eta_ms - now_ms))
+
+
+class WakeupRedisBroker(RedisBroker):
+    """Dramatiq's ``RedisBroker``, plus one wake-up token per enqueued message.
+
+    Takes every ``RedisBroker`` argument, and ``wake_tokens_max`` (the bound of each wake-up
+    list) and ``wake_tokens_ttl_ms`` (how long an unpopped list lives).
+    """
+
+    def __init__(
+        self,
+        *,
+        wake_tokens_max: int = WAKE_TOKENS_MAX,
+        wake_tokens_ttl_ms: int = WAKE_TOKENS_TTL_MS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.wake_tokens_max = wake_tokens_max
+        self.wake_tokens_ttl_ms = wake_tokens_ttl_ms
+
+    @property
+    def consumer_class(self) -> type[WakeupRedisConsumer]:
+        return WakeupRedisConsumer
+
+    def wake_key(self, queue_name: str) -> str:
+        """The wake-up list of ``queue_name`` under this broker's namespace."""
+        return wake_key(self.namespace, queue_name)
+
+    def dispatch_args(self, command: str, queue_name: str, *args: Any) -> list[Any]:
+        """The ARGV of ``dispatch.lua``, in the order Dramatiq's ``RedisBroker._dispatch`` uses."""
+        return [
+            command,
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance(command),
+            self._max_unpack_size(),
+            *args,
+        ]
+
+    def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
+        """Dramatiq's enqueue, then a token on the queue's wake-up list, in one round trip.
+
+        The token follows the message on the same connection, so a consumer it wakes finds the
+        message. ``evalsha`` is sent bare: redis-py's script objects in a pipeline cost an
+        extra ``SCRIPT EXISTS`` round trip on every call.
+        """
+        dispatch = self.scripts["dispatch"]
+        args = self.dispatch_args("enqueue", queue_name, message_id, data)
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(dispatch.sha, 1, self.namespace, *args)
+            self.add_wake_tokens(pipe, queue_name, 1)
+            # Only the enqueue decides the outcome: a lost token costs latency, not the message.
+            enqueued = pipe.execute(raise_on_error=False)[0]
+            if not isinstance(enqueued, redis.exceptions.NoScriptError):
+                break
+            # A new or restarted Redis has no scripts cached: the enqueue did not run.
+            dispatch.sha = self.client.script_load(dispatch.script)
+        if isinstance(enqueued, Exception):
+            raise enqueued
+
+    def wake(self, queue_name: str, count: int = 1) -> None:
+        """Push ``count`` tokens (at most ``wake_tokens_max``) on ``queue_name``'s wake-up list."""
+        pipe = self.client.pipeline(transaction=False)
+        self.add_wake_tokens(pipe, queue_name, count)
+        pipe.execute()
+
+    def flush(self, queue_name: str) -> None:
+        super().flush(queue_name)
+        self.client.delete(self.wake_key(queue_name), self.wake_key(dq_name(queue_name)))
+
+    def blocking_client(self, timeout_ms: int) -> redis.Redis:
+        """A client with one connection of its own, for BLPOPs of up to ``timeout_ms``.
+
+        A blocked call holds its connection, so it must not hold one of the shared pool that
+        producers and acks use; its socket timeout outlasts the longest block.
+        """
+        pool = self.client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = timeout_ms / 1000 + BLOCKING_SOCKET_MARGIN_S
+        own = redis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=1, **kwargs
+        )
+        return redis.Redis(connection_pool=own)
+
+    def add_wake_tokens(self, pipe: redis.client.Pipeline, queue_name: str, count: int) -> None:
+        """Queue on ``pipe`` the push of ``count`` tokens, capped, with the list's expiry.
+
+        For producers that pipeline Dramatiq's dispatch calls themselves (bulk enqueue): one
+        call per queue and batch, after the enqueues.
+        """
+        key = self.wake_key(queue_name)
+        pipe.rpush(key, *[b"1"] * max(1, min(count, self.wake_tokens_max)))
+        pipe.ltrim(key, -self.wake_tokens_max, -1)
+        pipe.pexpire(key, self.wake_tokens_ttl_ms)
+
+
+class WakeupRedisConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, waiting on events instead of sleeping.
+
+    With room to prefetch and nothing fetched it blocks on its queue's wake-up list; with no
+    room (every prefetched message still unacked) it waits for an ack from a worker thread,
+    where Dramatiq sleeps its backoff and leaves a lone thread idle (265 msg/s at 1 x 1).
+    Either wait ends at ``timeout`` or when a delayed message it holds comes due.
+
+    The fetches, acks, nacks and requeues themselves are Dramatiq's, unchanged.
+    """
+
+    def __init__(
+        self, broker: WakeupRedisBroker, queue_name: str, prefetch: int, timeout: int
+    ) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.waiter = broker.blocking_client(timeout)
+        self.wake_key = broker.wake_key(queue_name)
+        self.room = threading.Event()
+        self.full_since: float | None = None
+        # Delayed messages handed to the consumer thread and not yet acked, by id, with a
+        # min-heap of their etas (entries of released messages are skipped lazily).
+        self.etas: dict[str, int] = {}
+        self.due: list[tuple[int, str]] = []
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        self.logger.warning(
+                            "Found 'None' message in message cache for queue %r.",
+                            self.queue_name,
+                        )
+                        continue
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    self._hold_eta(message)
+                    return MessageProxy(message)
+
+                self.room.clear()
+                free = self.prefetch - self.outstanding_message_count
+                if free <= 0:
+                    self.full_since = self.full_since or time.monotonic()
+                    self.room.wait(self._block_ms() / 1000)
+                    return None
+                if self.full_since is not None and 2 * free < self.prefetch:
+                    wait_s = self.full_since + REFILL_WAIT_MS / 1000 - time.monotonic()
+                    if wait_s > 0:
+                        self.room.wait(wait_s)  # more acks: one fetch serves them all
+                        return None
+                self.full_since = None
+                self.message_cache = self.broker.do_fetch(self.queue_name, free)
+                if not self.message_cache:
+                    self._wait_for_token()
+                    return None
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            super().ack(message)
+        finally:
+            self._release(message.message_id)
+
+    def nack(self, message: MessageProxy) -> None:
+        try:
+            super().nack(message)
+        finally:
+            self._release(message.message_id)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Dramatiq's requeue, then wake as many consumers elsewhere (best effort)."""
+        messages = list(messages)
+        super().requeue(messages)
+        for message in messages:
+            self.etas.pop(message.message_id, None)
+        if messages:
+            with suppress(redis.RedisError):
+                self.broker.wake(self.queue_name, len(messages))
+
+    def close(self) -> None:
+        super().close()
+        self.waiter.connection_pool.disconnect()
+
+    def _wait_for_token(self) -> None:
+        timeout_ms = self._block_ms()
+        if timeout_ms > REDIS_TICK_MS:
+            timeout_ms -= REDIS_TICK_MS
+        elif timeout_ms < self.timeout:
+            time.sleep(max(timeout_ms, 0) / 1000)  # a delayed message is due within a tick
+            return
+        try:
+            self.waiter.blpop([self.wake_key], timeout=timeout_ms / 1000)
+        except redis.TimeoutError as e:
+            # Redis did not answer well past the block: treat it as a lost connection, which
+            # the consumer thread handles by restarting this consumer.
+            raise ConnectionClosed(e) from None
+
+    def _block_ms(self) -> int:
+        return block_ms(
+            timeout_ms=self.timeout, next_eta_ms=self._next_eta(), now_ms=current_millis()
+        )
+
+    def _hold_eta(self, message: Message) -> None:
+        eta = message.options.get("eta")
+        if isinstance(eta, int | float) and not isinstance(eta, bool):
+            due_ms = math.ceil(eta)
+            self.etas[message.message_id] = due_ms
+            heapq.heappush(self.due, (due_ms, message.message_id))
+
+    def _next_eta(self) -> int | None:
+        while self.due and self.etas.get(self.due[0][1]) != self.due[0][0]:
+            heapq.heappop(self.due)
+        return self.due[0][0] if self.due else None
+
+    def _release(self, message_id: str) -> None:
+        self.etas.pop(message_id, None)
+        self.room.set()

@@ -1,0 +1,296 @@
+"""The wake-up broker on a real Redis, with Dramatiq's own Worker in this process.
+
+The latency tests give their consumers a 30 s timeout (``LongBlockingBroker``): a consumer that
+waited for its next poll would then start a message many seconds late, so a start within a
+generous 2 s can only come from the wake-up token (or a delayed message's own eta), however
+loaded the machine is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq import Consumer, Message, Worker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
+
+from app.wakeup_broker import WAKE_TOKENS_MAX, WakeupRedisBroker
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "wakeup"
+LONG_TIMEOUT_MS = 30_000
+#: Far below LONG_TIMEOUT_MS, far above a start on a loaded machine.
+GENEROUS_S = 2.0
+
+
+def middleware() -> list[Middleware]:
+    return [*(m() for m in default_middleware), CurrentMessage()]
+
+
+class LongBlockingBroker(WakeupRedisBroker):
+    """Consumers that block for 30 s, in a worker whose threads still stop within 1 s.
+
+    (A 30 s ``worker_timeout`` would also make each worker thread wait 30 s on shutdown.)
+    """
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        return super().consume(queue_name, prefetch, LONG_TIMEOUT_MS)
+
+
+class Starts:
+    """Start times of an actor's runs, by message id, that a test can wait for."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+
+    def record(self) -> None:
+        message = CurrentMessage.get_current_message()
+        assert message is not None
+        with self.lock:
+            self.by_id.setdefault(message.message_id, []).append(time.time())
+
+    def of(self, message_id: str, *, runs: int = 1) -> list[float]:
+        wait_until(lambda: len(self.by_id.get(message_id, ())) >= runs, what=f"{runs} run(s)")
+        return self.by_id[message_id]
+
+
+@contextmanager
+def worker_on(
+    broker: RedisBroker,
+    *,
+    worker_timeout_ms: int = 1_000,
+    threads: int = 2,
+    prefetch: int | None = None,
+) -> Iterator[Worker]:
+    """A started Worker; stopped with tokens pushed, so long blocks do not slow the test down."""
+    worker = Worker(broker, worker_timeout=worker_timeout_ms, worker_threads=threads)
+    worker.queue_prefetch = prefetch or worker.queue_prefetch
+    worker.start()
+    try:
+        yield worker
+    finally:
+        stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 30_000})
+        stopper.start()
+        while stopper.is_alive():
+            if isinstance(broker, WakeupRedisBroker):
+                for name in broker.get_declared_queues() | broker.get_declared_delay_queues():
+                    broker.wake(name)
+            stopper.join(0.05)
+        broker.client.close()
+
+
+def wait_until_blocked(client: redis.Redis, consumers: int) -> None:
+    """Wait until ``consumers`` clients sit in a blocking pop (an idle wake-up consumer)."""
+    wait_until(
+        lambda: int(client.info("clients")["blocked_clients"]) >= consumers,
+        what=f"{consumers} consumer(s) blocked on their wake-up lists",
+    )
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_a_message_sent_to_an_idle_worker_starts_at_once_not_at_the_next_poll(redis_url, client):
+    # Given a worker whose consumers sit idle, blocked on their wake-up lists for 30 s
+    broker = LongBlockingBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+    ping = dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
+    with worker_on(broker):
+        wait_until_blocked(client, consumers=2)
+
+        # When a message is sent
+        sent_at = time.time()
+        message = ping.send()
+
+        # Then it starts well before the 30 s the consumer would otherwise have waited
+        (started_at,) = starts.of(message.message_id)
+        assert started_at - sent_at < GENEROUS_S
+
+
+def test_a_delayed_message_starts_at_its_eta_not_at_the_next_poll(redis_url, client):
+    # Given an idle worker
+    broker = LongBlockingBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+    ping = dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
+    with worker_on(broker):
+        wait_until_blocked(client, consumers=2)
+
+        # When a message is sent with a 1 s delay
+        sent_at = time.time()
+        message = ping.send_with_options(delay=1_000)
+
+        # Then it starts once the delay is over, and not a 30 s poll later
+        (started_at,) = starts.of(message.message_id)
+        assert 1.0 <= started_at - sent_at < 1.0 + GENEROUS_S
+
+
+def test_a_retry_runs_after_its_backoff_not_at_the_next_poll(redis_url, client):
+    # Given an actor that fails its first run and is retried after 100 to 200 ms
+    broker = LongBlockingBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+
+    def fail_once() -> None:
+        starts.record()
+        message = CurrentMessage.get_current_message()
+        if message is not None and not message.options.get("retries"):
+            raise RuntimeError("first run fails")
+
+    flaky = dramatiq.actor(
+        fail_once, queue_name=QUEUE, broker=broker, max_retries=1, min_backoff=200, max_backoff=200
+    )
+    with worker_on(broker):
+        wait_until_blocked(client, consumers=2)
+
+        # When it runs
+        message = flaky.send()
+
+        # Then the retry, re-enqueued on the delay queue, starts soon after the backoff
+        first, second = starts.of(message.message_id, runs=2)
+        assert second - first < GENEROUS_S
+
+
+def test_an_idle_consumer_makes_one_fetch_and_one_blpop_per_timeout(redis_url, client):
+    # Given an idle worker with a 500 ms timeout: two consumers (the queue and its delay queue)
+    broker = WakeupRedisBroker(url=redis_url, middleware=middleware())
+    dramatiq.actor(lambda: None, actor_name="noop", queue_name=QUEUE, broker=broker)
+    with worker_on(broker, worker_timeout_ms=500):
+        wait_until_blocked(client, consumers=2)
+
+        # When it stays idle for 3 s
+        client.config_resetstat()
+        time.sleep(3.0)
+        stats = client.info("commandstats")
+
+    # Then each consumer made at most one fetch and one BLPOP per 500 ms (where a polling
+    # consumer's backoff restarts at 5 ms after every message)
+    most = 2 * (3_000 // 500 + 1)
+    assert stats.get("cmdstat_evalsha", {"calls": 0})["calls"] <= most
+    assert stats.get("cmdstat_blpop", {"calls": 0})["calls"] <= most
+
+
+def test_a_plain_dramatiq_producer_is_still_served_at_the_poll(redis_url, client):
+    # Given a wake-up worker polling every second, and a producer that pushes no tokens
+    broker = WakeupRedisBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+    dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
+    plain = RedisBroker(url=redis_url)
+    with worker_on(broker):
+        wait_until_blocked(client, consumers=2)
+
+        # When the plain producer enqueues
+        message = plain.enqueue(Message(QUEUE, "ping", (), {}, {}))
+
+        # Then the worker still runs it (at its next fetch)
+        assert starts.of(message.message_id)
+    plain.client.close()
+
+
+def test_plain_dramatiq_workers_consume_what_it_sends_and_its_tokens_stay_bounded(
+    redis_url, client
+):
+    # Given a plain Dramatiq worker, and a wake-up producer
+    plain = RedisBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+    dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=plain)
+    producer = WakeupRedisBroker(url=redis_url)
+    with worker_on(plain, worker_timeout_ms=100):
+        # When it sends more messages than a wake-up list holds
+        sent = [producer.enqueue(Message(QUEUE, "ping", (), {}, {})) for _ in range(200)]
+
+        # Then the plain worker runs them all, and the unpopped tokens are capped and expire
+        for message in sent:
+            starts.of(message.message_id)
+    assert client.llen(f"dramatiq:{QUEUE}.wake") == WAKE_TOKENS_MAX
+    assert 0 < client.pttl(f"dramatiq:{QUEUE}.wake") <= producer.wake_tokens_ttl_ms
+    producer.client.close()
+
+
+def test_a_blocked_consumer_keeps_heartbeating_so_its_messages_are_not_taken(redis_url, client):
+    # Given a worker (3 s heartbeat timeout) running a 5 s message, its consumers otherwise idle
+    broker = WakeupRedisBroker(url=redis_url, middleware=middleware(), heartbeat_timeout=3_000)
+    starts = Starts()
+
+    def slow(**kwargs: Any) -> None:
+        starts.record()
+        time.sleep(5.0)
+
+    slow_actor = dramatiq.actor(slow, queue_name=QUEUE, broker=broker)
+    watcher = RedisBroker(url=redis_url, heartbeat_timeout=3_000, maintenance_chance=1_000_000)
+    with worker_on(broker, threads=1):
+        message = slow_actor.send()
+        (started_at,) = starts.of(message.message_id)
+
+        # When another process runs queue maintenance every 100 ms while it works
+        while time.time() - started_at < 6.0:
+            watcher.do_qsize(QUEUE)
+            time.sleep(0.1)
+
+        # Then the message was never given back to the queue, and it ran once
+        broker.join(QUEUE, timeout=10_000)
+    assert len(starts.by_id[message.message_id]) == 1
+    watcher.client.close()
+
+
+def test_a_full_prefetch_refills_when_a_message_is_acked_not_at_the_next_poll(redis_url, client):
+    # Given one thread and a prefetch of 1, busy with a 3 s message, a second one waiting
+    broker = LongBlockingBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+    ends: list[float] = []
+
+    def work(seconds: float) -> None:
+        starts.record()
+        time.sleep(seconds)
+        ends.append(time.time())
+
+    actor = dramatiq.actor(work, queue_name=QUEUE, broker=broker)
+    with worker_on(broker, threads=1, prefetch=1):
+        first = actor.send(3.0)
+        starts.of(first.message_id)
+        second = actor.send(0.0)
+
+        # When the first one is acked
+        (second_started,) = starts.of(second.message_id)
+        assert len(starts.by_id[first.message_id]) == 1
+
+    # Then the second, fetched only once the first was acked (prefetch 1 holds), starts at once
+    assert 0 <= second_started - ends[0] < GENEROUS_S
+
+
+def test_an_enqueue_survives_an_empty_script_cache_and_a_broken_wake_up_list(redis_url, client):
+    # Given a Redis whose script cache was flushed, and a wake-up list that is not a list
+    broker = WakeupRedisBroker(url=redis_url)
+    client.script_flush()
+    client.set(f"dramatiq:{QUEUE}.wake", "not a list")
+
+    # When a message is enqueued
+    broker.enqueue(Message(QUEUE, "ping", (), {}, {}))
+
+    # Then it is stored once (the token could not be pushed: consumers poll it up)
+    assert client.llen(f"dramatiq:{QUEUE}") == 1
+    assert client.hlen(f"dramatiq:{QUEUE}.msgs") == 1
+    broker.client.close()
+
+
+def test_an_enqueue_that_fails_still_raises(redis_url, client):
+    # Given a queue key of the wrong type, so that Dramatiq's enqueue script fails
+    broker = WakeupRedisBroker(url=redis_url)
+    client.set(f"dramatiq:{QUEUE}", "not a list")
+
+    # When a message is enqueued, then the error reaches the caller, as with RedisBroker
+    with pytest.raises(redis.ResponseError):
+        broker.enqueue(Message(QUEUE, "ping", (), {}, {}))
+    broker.client.close()
