@@ -304,6 +304,18 @@ def metrics(context: DemoContext) -> None:
     )
 
 
+def schedule(context: DemoContext) -> None:
+    """the periodic schedule (what `fintask schedule` prints): spec and next run of each job"""
+    from scheduler.render import schedule_data
+
+    for job in schedule_data(dt.datetime.now(dt.UTC)):
+        next_run = job.next_run.strftime("%Y-%m-%d %H:%M") if job.next_run else "never"
+        catch_up = ", catches up" if job.catch_up else ""
+        context.summary.add(
+            "schedule (UTC)", **{job.name: f"{job.spec:<12} next {next_run}{catch_up}"}
+        )
+
+
 STEPS: list[Callable[[DemoContext], None]] = [
     seed_users,
     ping,
@@ -312,5 +324,6 @@ STEPS: list[Callable[[DemoContext], None]] = [
     refresh,
     weekly_report,
     maintenance,
+    schedule,
     metrics,
 ]
