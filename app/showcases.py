@@ -109,14 +109,19 @@ def notifications(context: DemoContext) -> None:
     http_path = context.sinks_dir / "http.jsonl"
     took = wait_for(
         lambda: (
-            _count(Notification, Notification.status == NotificationStatus.SENT) == len(requests)
+            _count(
+                Notification,
+                Notification.kind == "weekly_summary",
+                Notification.status == NotificationStatus.SENT,
+            )
+            == len(requests)
         ),
         what=f"{len(requests)} notifications to be sent",
     )
     context.summary.add(
         "notifications",
         requested=len(requests) * 2,
-        created=_count(Notification),
+        created=_count(Notification, Notification.kind == "weekly_summary"),
         emails_received=len(read_records(mail_path)),
         pushes_received=len(read_records(http_path)),
         expected=f"{emails} emails, {pushes} pushes",
