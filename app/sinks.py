@@ -28,10 +28,14 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Everything a sink wrote to ``path`` (an empty list before the first arrival)."""
+    """Everything a sink wrote to ``path`` (an empty list before the first arrival).
+
+    A reader can meet a line the sink is still writing; only lines ended by a newline count.
+    """
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    *complete, _partial = path.read_text().split("\n")
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 class _MailHandler:
