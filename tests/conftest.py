@@ -39,6 +39,14 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the test's own Redis."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer().start()

@@ -97,13 +97,6 @@ def wait_until_blocked(client: redis.Redis, consumers: int) -> None:
     )
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 def test_a_message_sent_to_an_idle_worker_starts_at_once_not_at_the_next_poll(redis_url, client):
     # Given a worker whose consumers sit idle, blocked on their wake-up lists for 30 s
     broker = LongBlockingBroker(url=redis_url, middleware=middleware())

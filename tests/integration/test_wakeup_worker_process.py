@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -18,13 +17,6 @@ pytestmark = pytest.mark.integration
 
 WORKER = [str(VENV_BIN / "dramatiq"), "tests.support.latency_actors", "--processes", "1"]
 QUEUE = "wakeup"  # the queue of tests.support.latency_actors (it needs REDIS_URL to import)
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def send_hold(redis_url: str, seconds: float) -> str:

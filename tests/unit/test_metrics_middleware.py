@@ -153,13 +153,6 @@ def test_the_hooks_other_middleware_call_count_by_actor():
     assert sample("fintask_lock_contention_total", actor_name="m_limited", policy="defer") == 2
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 def alive(client: redis.Redis) -> int:
     return consumers_alive(client, heartbeat_timeout_ms=60_000)
 

@@ -32,13 +32,6 @@ from app.middleware.locks import (
 EXPLICIT: dict[str, Any] = {"max_retries": 0, "time_limit": 10_000, "max_age": 60_000}
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 def stub_broker(client: redis.Redis, **mutex: Any) -> StubBroker:
     """fintask's order: UniqueEnqueue first, Dramatiq's defaults, CurrentMessage, Mutex."""
     stack: list[Middleware] = [UniqueEnqueue(client=client)]

@@ -25,13 +25,6 @@ from app.ports import free_port
 EXPLICIT: dict[str, Any] = {"max_retries": 0, "time_limit": 10_000, "max_age": 60_000}
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 def stub_broker(*middleware: Middleware) -> StubBroker:
     """A StubBroker with Dramatiq's defaults, CurrentMessage, then ``middleware``."""
     stack = [m() for m in default_middleware]

@@ -38,13 +38,6 @@ class Clock:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def declared(stub_broker):
     """Declare do-nothing actors on the stub broker; forgotten after the test."""
     names: list[str] = []
