@@ -56,8 +56,9 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+# Quick sizes by default (a few minutes on 2 cores); FULL=1 for 10^6 users and 30 s windows.
 bench: install
-	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench $(if $(FULL),--full,) $(BENCH_ARGS)
 
 clean:
 	rm -rf var .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""What each benchmark task does: append "start sent pid" to one Redis list, nothing else."""
+"""What a latency-measuring task does: append "start sent pid" to one Redis list, nothing else."""
 
 from __future__ import annotations
 
@@ -7,12 +7,25 @@ import time
 
 import redis
 
-#: The queue both systems' no-op task runs on.
+#: The queue the no-op task runs on, in every system.
 QUEUE = "bench"
 #: The list each run appends its record to.
 STARTS_KEY = "bench:starts"
+#: Names the queue a worker consumes when several systems' workers run at once.
+QUEUE_VARIABLE = "BENCH_QUEUE"
 
 
-def record_start(client: redis.Redis, sent_at: float) -> None:
+def starts_key(queue: str) -> str:
+    """The record list of ``queue``'s runs."""
+    return f"{STARTS_KEY}:{queue}"
+
+
+def worker_queue() -> tuple[str, str]:
+    """This worker's queue (``BENCH_QUEUE``, else ``QUEUE``) and the list it records to."""
+    queue = os.environ.get(QUEUE_VARIABLE, QUEUE)
+    return queue, starts_key(queue)
+
+
+def record_start(client: redis.Redis, sent_at: float, key: str = STARTS_KEY) -> None:
     """Record this run's start time next to the send time that travelled in the message."""
-    client.rpush(STARTS_KEY, f"{time.time()!r} {sent_at!r} {os.getpid()}")
+    client.rpush(key, f"{time.time()!r} {sent_at!r} {os.getpid()}")

@@ -1,0 +1,28 @@
+"""The benchmark's scenarios, in the order of the report."""
+
+from __future__ import annotations
+
+from bench.harness import Scenario
+from bench.scenarios import enqueue, noop
+
+SCENARIOS: tuple[Scenario, ...] = (
+    noop.THROUGHPUT,
+    enqueue.SCENARIO,
+    noop.LATENCY,
+    noop.MIDDLEWARE_TAX,
+)
+#: Scenarios that run only when named with ``--only``.
+EXTRA: tuple[Scenario, ...] = (noop.PREFETCH,)
+
+
+def scenarios_named(keys: str) -> list[Scenario]:
+    """The scenarios with these comma-separated keys (all default ones when empty)."""
+    if not keys.strip():
+        return list(SCENARIOS)
+    known = {scenario.key: scenario for scenario in (*SCENARIOS, *EXTRA)}
+    chosen = []
+    for key in (k.strip() for k in keys.split(",") if k.strip()):
+        if key not in known:
+            raise KeyError(f"no scenario {key!r}; known: {', '.join(known)}")
+        chosen.append(known[key])
+    return chosen
