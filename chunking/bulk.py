@@ -3,7 +3,8 @@
 ``actor.send`` costs one round trip per message, and ``group`` is no better: it sends its
 messages one by one. On Redis this pipelines the broker's *own* ``dispatch`` script calls
 (what ``RedisBroker.enqueue`` runs through ``do_enqueue``), so the stored layout is exactly
-Dramatiq's and any worker consumes the messages as usual. Every message still passes the
+Dramatiq's and any worker consumes the messages as usual; on a broker whose consumers wait
+for wake-up tokens, the batch's tokens ride in the same round trip. Every message still passes the
 broker's ``before_enqueue`` / ``after_enqueue`` middleware hooks, so guardrails that reject
 a message and metrics that count it keep working. Other brokers (the stub, RabbitMQ) fall
 back to ``broker.enqueue`` one message at a time.
@@ -17,16 +18,27 @@ transaction), so, as everywhere, the receiving actor must be idempotent.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import uuid4
 
+import redis
 from dramatiq import Broker, Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 
 DEFAULT_BATCH_SIZE = 1000
+
+
+@runtime_checkable
+class WakesConsumers(Protocol):
+    """A Redis broker whose idle consumers block until an enqueue pushes them a token
+    (fintask's ``WakeupRedisBroker``): a batch pushes one per message, after its enqueues."""
+
+    def add_wake_tokens(self, pipe: redis.client.Pipeline, queue_name: str, count: int) -> None:
+        """Queue on ``pipe`` the tokens that wake ``count`` consumers of ``queue_name``."""
 
 
 def enqueue_many(
@@ -83,6 +95,9 @@ def _enqueue_batch(broker: RedisBroker, batch: list[Message[Any]], delay_ms: int
             ],
             client=pipeline,
         )
+    if isinstance(broker, WakesConsumers):
+        for queue_name, count in Counter(m.queue_name for m in prepared).items():
+            broker.add_wake_tokens(pipeline, queue_name, count)
     pipeline.execute()
 
     for message in prepared:

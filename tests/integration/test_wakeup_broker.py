@@ -22,6 +22,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
 from app.wakeup_broker import WAKE_TOKENS_MAX, WakeupRedisBroker
+from chunking import enqueue_many
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration
@@ -112,6 +113,25 @@ def test_a_message_sent_to_an_idle_worker_starts_at_once_not_at_the_next_poll(re
         # Then it starts well before the 30 s the consumer would otherwise have waited
         (started_at,) = starts.of(message.message_id)
         assert started_at - sent_at < GENEROUS_S
+
+
+def test_a_bulk_enqueue_wakes_idle_consumers_too(redis_url, client):
+    # Given a worker whose consumers sit idle, blocked on their wake-up lists for 30 s
+    broker = LongBlockingBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+    ping = dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
+    with worker_on(broker):
+        wait_until_blocked(client, consumers=2)
+
+        # When a batch is enqueued in one pipelined round trip
+        sent_at = time.time()
+        messages = [ping.message() for _ in range(3)]
+        enqueue_many(broker, messages)
+
+        # Then every message starts well before the 30 s a poll would have taken
+        for message in messages:
+            (started_at,) = starts.of(message.message_id)
+            assert started_at - sent_at < GENEROUS_S
 
 
 def test_a_delayed_message_starts_at_its_eta_not_at_the_next_poll(redis_url, client):
