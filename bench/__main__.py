@@ -59,14 +59,19 @@ def main(argv: list[str] | None = None) -> int:
             redis_version = str(client.info("server")["redis_version"])
         for repeat in range(args.repeats):
             for scenario in args.scenarios:
+                if scenario.run is None:
+                    continue
                 print(f"[{repeat + 1}/{args.repeats}] {scenario.number}. {scenario.title}",
                       file=sys.stderr, flush=True)  # fmt: skip
                 bench = Bench(redis_url=server.url, full=args.full, repeat=repeat, logs=logs)
+                began = time.monotonic()
                 try:
                     scenario.run(bench)
                 except Exception:
                     failed = True
                     traceback.print_exc()
+                took = time.monotonic() - began
+                print(f"    ({scenario.key}: {took:.0f} s)", file=sys.stderr, flush=True)
                 samples += bench.samples
     if failed:
         print(f"A scenario failed; the workers' logs are kept in {logs}", file=sys.stderr)

@@ -78,18 +78,21 @@ class Scenario:
     """A numbered scenario of the report.
 
     ``ratios`` lists (numerator, denominator) system pairs the table divides; ``verdicts``
-    turns the medians into lines that state each target and whether it was met.
+    turns the medians into lines that state each target and whether it was met; ``measured_by``
+    names the scenario whose runs record this one's samples, when it has no ``run`` of its own.
     """
 
     number: int
     key: str
     title: str
-    run: Callable[[Bench], None]
+    #: None for a scenario whose samples another one records in the same runs.
+    run: Callable[[Bench], None] | None
     about: str
     ratios: tuple[tuple[str, str], ...] = (("fintask", "Celery"), ("fintask", "Dramatiq"))
     verdicts: Callable[[Medians], list[str]] | None = None
     #: Time series worth a line plot (queue depth over time...), by label, after the runs.
     series: Callable[[], dict[str, TimeSeries]] | None = None
+    measured_by: str | None = None
 
 
 class Medians:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +32,13 @@ import dramatiq
 import psutil
 import redis
 from celery import Celery
-from dramatiq import Broker
+from dramatiq import Broker, Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import default_middleware
 
 from app.ports import free_port
 from app.settings import PROJECT_ROOT
+from chunking.bulk import enqueue_many
 from chunking.depth import RedisQueueDepth
 
 VENV_BIN = Path(sys.executable).parent
@@ -151,6 +152,17 @@ class Workers:
                         total += member.memory_info().rss
         return total / 2**20
 
+    def kill(self) -> None:
+        """Stop sampling and SIGKILL every worker command's process group.
+
+        The benchmark measures no shutdown, and Redis is flushed before the next run, so a
+        graceful stop (seconds per worker set, times every run) would only slow it down.
+        """
+        self._stop.set()
+        for process in self.processes:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
             self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
@@ -166,7 +178,7 @@ def workers(
     log_path: Path,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Workers]:
-    """``system``'s workers for ``module``, running until the block ends; SIGTERM, then SIGKILL."""
+    """``system``'s workers for ``module``, running until the block ends, then killed."""
     with tempfile.TemporaryDirectory(prefix="fintask-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
         (scratch / "prometheus").mkdir()
@@ -190,15 +202,9 @@ def workers(
         try:
             yield running
         finally:
-            running._stop.set()
+            running.kill()
             sampler.join()
             for process in running.processes:
-                process.send_signal(signal.SIGTERM)
-            for process in running.processes:
-                with suppress(subprocess.TimeoutExpired):
-                    process.wait(30)
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 
@@ -228,6 +234,49 @@ def producer_broker(kind: str, redis_url: str) -> Broker:
 
         return build_broker(load_settings({**os.environ, "REDIS_URL": redis_url}))
     return RedisBroker(url=redis_url, middleware=[m() for m in default_middleware])
+
+
+class Producer:
+    """Sends as an application of ``kind`` does: Celery's ``send_task`` (what ``apply_async``
+    publishes), or ``broker.enqueue`` through the kind's broker (fintask's with its full
+    enqueue-side stack). Task names are the same in every system's worker module."""
+
+    def __init__(self, kind: str, redis_url: str, **celery_conf: Any) -> None:
+        self.kind = kind
+        self.redis_url = redis_url
+        self.app = (
+            celery_app("bench_producer", redis_url, **celery_conf) if kind == "celery" else None
+        )
+        self.broker = None if self.app else producer_broker(kind, redis_url)
+
+    def send(
+        self, queue: str, task: str, args: tuple[Any, ...] = (), *, delay_s: float | None = None
+    ) -> None:
+        """One message, delayed by ``delay_s`` when given (Celery's ``countdown``)."""
+        if self.app is not None:
+            self.app.send_task(task, args=args, queue=queue, countdown=delay_s)
+            return
+        assert self.broker is not None
+        delay_ms = None if delay_s is None else round(delay_s * 1000)
+        self.broker.enqueue(Message(queue, task, args, {}, {}), delay=delay_ms)
+
+    def send_batched(self, queue: str, task: str, arguments: Iterable[tuple[Any, ...]]) -> None:
+        """One message per argument tuple, as fast as the system can: fintask's
+        ``chunking.enqueue_many`` (Dramatiq's dispatch script, pipelined) for Dramatiq kinds,
+        kombu's ``Producer.batch`` (pipelined publishes) for Celery."""
+        if self.app is not None:
+            with self.app.producer_or_acquire() as producer, producer.batch():
+                for args in arguments:
+                    self.app.send_task(task, args=args, queue=queue, producer=producer)
+            return
+        assert self.broker is not None
+        enqueue_many(self.broker, (Message(queue, task, args, {}, {}) for args in arguments))
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.app.close()
+        if self.broker is not None:
+            self.broker.close()
 
 
 def celery_app(name: str, redis_url: str | None = None, **conf: Any) -> Celery:

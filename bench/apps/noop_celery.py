@@ -18,6 +18,6 @@ QUEUE, STARTS = worker_queue()
 app = celery_app("bench_noop", task_default_queue=QUEUE)
 
 
-@app.task(name="bench.noop")
+@app.task(name="noop")
 def noop(sent_at: float) -> None:
     record_start(client, sent_at, STARTS)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from bench.harness import Scenario
-from bench.scenarios import enqueue, noop
+from bench.scenarios import countdown, enqueue, fanout, noop, priority, rate_limit
 
 SCENARIOS: tuple[Scenario, ...] = (
     noop.THROUGHPUT,
     enqueue.SCENARIO,
     noop.LATENCY,
+    fanout.SCENARIO,
+    rate_limit.SCENARIO,
+    priority.SCENARIO,
+    countdown.SCENARIO,
     noop.MIDDLEWARE_TAX,
 )
 #: Scenarios that run only when named with ``--only``.
@@ -20,9 +24,12 @@ def scenarios_named(keys: str) -> list[Scenario]:
     if not keys.strip():
         return list(SCENARIOS)
     known = {scenario.key: scenario for scenario in (*SCENARIOS, *EXTRA)}
-    chosen = []
+    chosen: dict[str, Scenario] = {}
     for key in (k.strip() for k in keys.split(",") if k.strip()):
         if key not in known:
             raise KeyError(f"no scenario {key!r}; known: {', '.join(known)}")
-        chosen.append(known[key])
-    return chosen
+        scenario = known[key]
+        if scenario.measured_by:
+            chosen.setdefault(scenario.measured_by, known[scenario.measured_by])
+        chosen[key] = scenario
+    return list(chosen.values())

@@ -35,7 +35,10 @@ def _bin_dir() -> Path:
 class PostgresServer:
     """One PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 only."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, settings: dict[str, str] | None = None) -> None:
+        """``settings`` are extra server settings (``-c name=value``), such as preloaded
+        libraries."""
+        self.settings = settings or {}
         self.bin_dir = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="fintask-pg-"))
         self.data_dir = self.root / "data"
@@ -61,7 +64,7 @@ class PostgresServer:
             options = (
                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
+            ) + "".join(f" -c {name}={value}" for name, value in self.settings.items())
             started = subprocess.run(
                 self._command(
                     str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options,

@@ -9,6 +9,7 @@ import pytest
 from bench.__main__ import parse_args
 from bench.harness import Bench, Medians, Sample, Scenario
 from bench.report import scenario_table
+from bench.scenarios import scenarios_named
 from bench.scenarios.noop import percentile
 
 
@@ -56,3 +57,8 @@ def test_an_unknown_scenario_is_named_in_the_error(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         parse_args(["--only", "throughput,fanuot"])
     assert "no scenario 'fanuot'" in capsys.readouterr().err
+
+
+def test_a_scenario_measured_by_another_brings_that_one_along() -> None:
+    keys = [scenario.key for scenario in scenarios_named("middleware_tax")]
+    assert keys == ["throughput", "middleware_tax"]
