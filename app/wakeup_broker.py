@@ -15,8 +15,8 @@ the timeout anyway: heartbeats keep their pace, and producers that push no token
 The consumer also stops sleeping where Dramatiq's does: with its prefetch full it waits for an
 ack, and it blocks no longer than the eta of a delayed message it holds. So a prefetch equal to
 the thread count keeps every thread busy (Dramatiq's consumer needs 2 x threads or more to hide
-its backoff): a process then holds no message it cannot start. Measurements and the chosen
-prefetch per process type: ``bench/results/latency*.md`` (``python -m bench.latency``).
+its backoff): a process then holds no message it cannot start. Measurements: scenario 3 of
+``docs/benchmarks.md``, and the prefetch per process type from ``python -m bench --only prefetch``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -84,7 +86,8 @@ def scenario_table(scenario: Scenario, medians: Medians) -> list[str]:
             cells.append("" if median is None else _cell(runs, median))
         for a, b in ratios:
             top, bottom = medians.get(case, metric, a), medians.get(case, metric, b)
-            cells.append(f"{_number(top / bottom)}x" if top is not None and bottom else "")
+            both_positive = top is not None and bottom is not None and top > 0 and bottom > 0
+            cells.append(f"{_number(top / bottom)}x" if both_positive else "")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -112,7 +115,7 @@ def plot_scenario(scenario: Scenario, medians: Medians, path: Path) -> None:
     for ax in list(axes.flat)[len(rows) :]:
         ax.set_visible(False)
     figure.suptitle(f"{scenario.number}. {scenario.title}", fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -132,7 +135,7 @@ def plot_series(scenario: Scenario, path: Path) -> bool:
         ax.set_xlabel("seconds", fontsize=8)
         ax.legend(fontsize=7)
     figure.suptitle(f"{scenario.number}. {scenario.title}: over time", fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return True
@@ -187,5 +190,9 @@ def write_report(
         lines += ["## Targets", "", *verdicts, ""]
     text = "\n".join(lines + sections)
     (directory / "README.md").write_text(text)
+    # Every sample, so a report can be re-read or re-plotted without re-running the benchmark.
+    (directory / "samples.json").write_text(
+        json.dumps([dataclasses.asdict(sample) for sample in samples], indent=1) + "\n"
+    )
     print(f"Report: {directory / 'README.md'}", file=sys.stderr)
     return text

@@ -78,7 +78,7 @@ class Plan:
         return self.visibility_timeout_s + 1.5 * RESTORE_INTERVAL_S
 
 
-QUICK = Plan(messages=20, countdown_s=4, visibility_timeout_s=2)
+QUICK = Plan(messages=20, countdown_s=3.5, visibility_timeout_s=2)
 FULL = Plan(messages=100, countdown_s=30, visibility_timeout_s=10)
 
 

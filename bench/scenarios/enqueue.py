@@ -22,7 +22,7 @@ SINGLE = (FINTASK, DRAMATIQ, CELERY)
 
 
 def run(bench: Bench) -> None:
-    messages = 50_000 if bench.full else 6_000
+    messages = 50_000 if bench.full else 4_000
     case = f"{messages:,} messages"
     for name in bench.order([*(system.name for system in SINGLE), *BATCHED]):
         bench.flush()

@@ -50,7 +50,7 @@ KEY = "fanout"
 #: Users per case: (smaller, larger). Full mode is the issue's 10^5 and 10^6. Quick mode keeps
 #: a repetition near half a minute on two cores (two thirds of it starting and stopping
 #: processes) and still shows what grows with the table: each size is several chunks.
-QUICK_SIZES = (4_000, 16_000)
+QUICK_SIZES = (2_500, 10_000)
 FULL_SIZES = (100_000, 1_000_000)
 #: fintask's high-water mark on the e-mail queue per mode: quick mode's is far below one
 #: chunk, so that from its second chunk on, each size sits at the bound it sets (mark + one

@@ -61,7 +61,7 @@ class Plan:
         return f"{self.backlog:,} low queued"
 
 
-QUICK = Plan(rate=50, seconds=2, backlog=12_000)
+QUICK = Plan(rate=50, seconds=1.5, backlog=8_000)
 FULL = Plan(rate=50, seconds=20, backlog=100_000)
 
 

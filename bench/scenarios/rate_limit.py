@@ -98,7 +98,7 @@ class Run:
 
 
 def run(bench: Bench) -> None:
-    window_s = 30.0 if bench.full else 5.0
+    window_s = 30.0 if bench.full else 4.0
     count = int(BACKLOG_FACTOR * RATE * (WARM_UP_S + window_s + 2))
     runs = [Run(system, system.name.lower().replace(" ", "_")) for system in bench.order(SYSTEMS)]
     bench.flush()
@@ -195,7 +195,7 @@ SCENARIO = Scenario(
         "start, so it outlasts the window even at twice the limit; the task records its start "
         "time (`time.time()`, RPUSH to a Redis list), and the observed rate is the count of "
         f"starts in a steady window that opens {WARM_UP_S:.0f} s after the system's first start "
-        "(5 s quick, 30 s full), divided by the window; *busiest second* is the most starts in "
+        "(4 s quick, 30 s full), divided by the window; *busiest second* is the most starts in "
         "any one second of it. The systems run side by side, each on its own queue (no-op "
         "tasks at 20 to 40 a second hardly compete for the machine). fintask runs 2 processes "
         'x 8 threads with the actor option `rate_limit="20/s"`: one GCRA limiter in Redis for '

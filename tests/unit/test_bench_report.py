@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from bench.__main__ import parse_args
 from bench.harness import Bench, Medians, Sample, Scenario
-from bench.report import scenario_table
+from bench.report import RunInfo, scenario_table, write_report
 from bench.scenarios import scenarios_named
 from bench.scenarios.noop import percentile
 
@@ -62,3 +63,19 @@ def test_an_unknown_scenario_is_named_in_the_error(capsys: pytest.CaptureFixture
 def test_a_scenario_measured_by_another_brings_that_one_along() -> None:
     keys = [scenario.key for scenario in scenarios_named("middleware_tax")]
     assert keys == ["throughput", "middleware_tax"]
+
+
+def test_the_report_states_each_verdict_and_keeps_every_sample(tmp_path: Path) -> None:
+    scenario = Scenario(
+        1, "s", "title", run=lambda bench: None, about="what and how",
+        verdicts=lambda medians: [f"fintask {medians.get('case', 'throughput', 'fintask')}"],
+    )  # fmt: skip
+    measured = samples(("fintask", 400), ("fintask", 500), ("Celery", 100))
+    info = RunInfo("make bench", False, 2, "7.0", "0.1 / 0.1 / 0.1", 60.0)
+
+    text = write_report([scenario], measured, info, tmp_path)
+
+    assert "- (1) fintask 450.0" in text
+    assert (tmp_path / "s.png").stat().st_size > 0
+    kept = json.loads((tmp_path / "samples.json").read_text())
+    assert [sample["value"] for sample in kept] == [400, 500, 100]
