@@ -111,6 +111,12 @@ class Medians:
         """The median, or None when that combination was not measured."""
         return self.values.get((case, metric, system))
 
+    def ratio(self, case: str, metric: str, top: str, bottom: str) -> float | None:
+        """``top``'s median over ``bottom``'s; None unless both were measured and are positive
+        (a ratio of an error or a zero count says nothing)."""
+        a, b = self.get(case, metric, top), self.get(case, metric, bottom)
+        return a / b if a is not None and b is not None and a > 0 and b > 0 else None
+
     def rows(self) -> list[tuple[str, str]]:
         """(case, metric) pairs in the order they were first measured."""
         return list(dict.fromkeys((case, metric) for case, metric, _ in self.runs))

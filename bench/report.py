@@ -85,9 +85,8 @@ def scenario_table(scenario: Scenario, medians: Medians) -> list[str]:
             runs = medians.runs.get((case, metric, system), [])
             cells.append("" if median is None else _cell(runs, median))
         for a, b in ratios:
-            top, bottom = medians.get(case, metric, a), medians.get(case, metric, b)
-            both_positive = top is not None and bottom is not None and top > 0 and bottom > 0
-            cells.append(f"{_number(top / bottom)}x" if both_positive else "")
+            ratio = medians.ratio(case, metric, a, b)
+            cells.append("" if ratio is None else f"{_number(ratio)}x")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -43,19 +43,17 @@ def run(bench: Bench) -> None:
 
 def verdicts(medians: Medians) -> list[str]:
     lines = []
-    for case, _ in medians.rows():
-        bulk = medians.get(case, "enqueue rate", BULK)
-        single = medians.get(case, "enqueue rate", FINTASK.name)
-        bare = medians.get(case, "enqueue rate", DRAMATIQ.name)
-        if bulk and single:
-            ratio = bulk / single
+    for case, metric in medians.rows():
+        ratio = medians.ratio(case, metric, BULK, FINTASK.name)
+        if ratio is not None:
             met = "met" if ratio >= 5 else "**missed**"
             lines.append(
                 f"bulk enqueue is {ratio:.1f}x fintask's one-message-per-call ({case}; "
                 f"target >= 5x): {met}"
             )
-        if bulk and bare:
-            lines.append(f"bulk enqueue is {bulk / bare:.1f}x bare Dramatiq's `enqueue` per call")
+        over_bare = medians.ratio(case, metric, BULK, DRAMATIQ.name)
+        if over_bare is not None:
+            lines.append(f"bulk enqueue is {over_bare:.1f}x bare Dramatiq's `enqueue` per call")
     return lines
 
 

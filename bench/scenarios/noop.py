@@ -220,11 +220,6 @@ def run_throughput(bench: Bench) -> None:
         measure_throughput(bench, system, messages, "throughput", also=tax)
 
 
-def _ratio(medians: Medians, case: str, metric: str, a: str, b: str) -> float | None:
-    top, bottom = medians.get(case, metric, a), medians.get(case, metric, b)
-    return None if top is None or not bottom else top / bottom
-
-
 def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -235,7 +230,7 @@ def throughput_verdicts(medians: Medians) -> list[str]:
         if metric != "throughput":
             continue
         for other in ("Celery", "Celery prefork"):
-            ratio = _ratio(medians, case, metric, "fintask", other)
+            ratio = medians.ratio(case, metric, "fintask", other)
             if ratio is not None:
                 lines.append(
                     f"fintask no-op throughput is {ratio:.1f}x {other}'s ({case}; target >= 4x "
@@ -262,7 +257,7 @@ def latency_verdicts(medians: Medians) -> list[str]:
 def tax_verdicts(medians: Medians) -> list[str]:
     lines = []
     for case, metric in medians.rows():
-        ratio = _ratio(medians, case, metric, "fintask", "Dramatiq")
+        ratio = medians.ratio(case, metric, "fintask", "Dramatiq")
         if metric == "throughput" and ratio is not None:
             lines.append(
                 f"fintask's full stack runs at {ratio:.0%} of bare Dramatiq's no-op throughput "

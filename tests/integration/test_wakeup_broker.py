@@ -98,14 +98,23 @@ def wait_until_blocked(client: redis.Redis, consumers: int) -> None:
     )
 
 
-def test_a_message_sent_to_an_idle_worker_starts_at_once_not_at_the_next_poll(redis_url, client):
-    # Given a worker whose consumers sit idle, blocked on their wake-up lists for 30 s
+@contextmanager
+def idle_long_blocking_worker(
+    redis_url: str, client: redis.Redis
+) -> Iterator[tuple[LongBlockingBroker, Starts, dramatiq.Actor[..., None]]]:
+    """A worker whose two consumers sit blocked on their wake-up lists for up to 30 s, and the
+    ``ping`` actor it runs, whose starts are recorded."""
     broker = LongBlockingBroker(url=redis_url, middleware=middleware())
     starts = Starts()
     ping = dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
     with worker_on(broker):
         wait_until_blocked(client, consumers=2)
+        yield broker, starts, ping
 
+
+def test_a_message_sent_to_an_idle_worker_starts_at_once_not_at_the_next_poll(redis_url, client):
+    # Given a worker whose consumers sit idle, blocked on their wake-up lists for 30 s
+    with idle_long_blocking_worker(redis_url, client) as (_, starts, ping):
         # When a message is sent
         sent_at = time.time()
         message = ping.send()
@@ -117,12 +126,7 @@ def test_a_message_sent_to_an_idle_worker_starts_at_once_not_at_the_next_poll(re
 
 def test_a_bulk_enqueue_wakes_idle_consumers_too(redis_url, client):
     # Given a worker whose consumers sit idle, blocked on their wake-up lists for 30 s
-    broker = LongBlockingBroker(url=redis_url, middleware=middleware())
-    starts = Starts()
-    ping = dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
-    with worker_on(broker):
-        wait_until_blocked(client, consumers=2)
-
+    with idle_long_blocking_worker(redis_url, client) as (broker, starts, ping):
         # When a batch is enqueued in one pipelined round trip
         sent_at = time.time()
         messages = [ping.message() for _ in range(3)]
@@ -136,12 +140,7 @@ def test_a_bulk_enqueue_wakes_idle_consumers_too(redis_url, client):
 
 def test_a_delayed_message_starts_at_its_eta_not_at_the_next_poll(redis_url, client):
     # Given an idle worker
-    broker = LongBlockingBroker(url=redis_url, middleware=middleware())
-    starts = Starts()
-    ping = dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
-    with worker_on(broker):
-        wait_until_blocked(client, consumers=2)
-
+    with idle_long_blocking_worker(redis_url, client) as (_, starts, ping):
         # When a message is sent with a 1 s delay
         sent_at = time.time()
         message = ping.send_with_options(delay=1_000)
