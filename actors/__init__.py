@@ -1,14 +1,11 @@
 """fintask's actors: thin starters, one module per workload.
 
-``dramatiq actors`` imports this package. The broker is configured here, before any actor
-module is imported, so every actor is declared on the broker of this process.
+Importing this package declares the actors; it does not build the broker. A worker runs
+``dramatiq app.broker:setup_broker actors``: Dramatiq calls ``setup_broker`` first, then
+imports this package, so every actor is declared on the broker of this process.
 """
 
-from app.broker import setup_broker
-
-setup_broker()
-
-from actors import digest, etl, fraud, insights, maintenance, notifications, reports, runs, sync  # noqa: E402
+from actors import digest, etl, fraud, insights, maintenance, notifications, reports, runs, sync
 
 __all__ = [
     "digest",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from app.tasks import fintask_actor
+from app.house_rules import fintask_actor
 from pipelines import digest
 
 _HOUR_MS = 3_600_000

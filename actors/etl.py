@@ -12,7 +12,7 @@ from typing import Any
 
 import dramatiq
 
-from app.tasks import fintask_actor
+from app.house_rules import fintask_actor
 from pipelines import etl
 from pipelines.steps import PROVIDER_RATE_LIMIT, StepAbandoned
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.tasks import fintask_actor
+from app.house_rules import fintask_actor
 from pipelines import insights
 
 

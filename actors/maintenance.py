@@ -10,9 +10,9 @@ import dramatiq
 
 from app import health
 from app.db.session import default_engine
+from app.house_rules import fintask_actor
 from app.queues import canonical_queue_names, queue_depths
 from app.redis_client import get_redis
-from app.tasks import fintask_actor
 from pipelines import maintenance
 
 

@@ -6,9 +6,9 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from app.house_rules import fintask_actor
 from app.senders import EmailSender, HttpSender, Sender
 from app.settings import load_settings
-from app.tasks import fintask_actor
 from pipelines import notifications
 from pipelines.notifications import Channel
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from app.db.models import User
 from app.db.session import new_session, transaction
+from app.house_rules import fintask_actor
 from app.outbox import outbox_sender
-from app.tasks import fintask_actor
 from chunking import ChunkedRun, KeysetEnumerator, start_run
 from pipelines import reports
 
@@ -20,6 +20,7 @@ weekly_report = ChunkedRun(
     estimate=_users.estimate,
     process=reports.send_chunk,
     session_factory=new_session,
+    declare=fintask_actor,
     send_after_commit=outbox_sender,
     chunk_size=reports.CHUNK_SIZE,
     pause_ms=100,

@@ -6,8 +6,8 @@ from typing import Any
 
 from app.db.models import ProviderAccount
 from app.db.session import new_session, transaction
+from app.house_rules import fintask_actor
 from app.outbox import outbox_sender
-from app.tasks import fintask_actor
 from chunking import ChunkedRun, KeysetEnumerator, start_run
 from pipelines import refresh, sync
 from pipelines.steps import PROVIDER_RATE_LIMIT, StepAbandoned
@@ -40,6 +40,7 @@ account_sync = ChunkedRun(
     estimate=_accounts.estimate,
     process=sync.refresh_chunk,
     session_factory=new_session,
+    declare=fintask_actor,
     send_after_commit=outbox_sender,
     chunk_size=sync.CHUNK_SIZE,
     pause_ms=200,

@@ -1,7 +1,9 @@
 """The broker factory: one place builds the broker and its middleware stack for every process.
 
-Import order matters: Sentry is initialised first (its integration patches ``Broker.__init__``),
-then the broker is built and made global, and only then are actors declared.
+Each process's entry point calls ``setup_broker`` (the workers through ``dramatiq
+app.broker:setup_broker actors``): Sentry is initialised first (its integration patches
+``Broker.__init__``), then the broker is built, made global, and takes over the actors declared
+so far (``app.declarations``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import CurrentMessage, default_middleware
 
+from app.declarations import adopt_declared_actors
 from app.logs import configure_logging
 from app.metrics import count_lock_contention, count_rate_limit_deferral
 from app.middleware.deadlines import SoftTimeLimit
@@ -28,6 +31,7 @@ from app.middleware.ticks import TickGuard
 from app.redis_client import get_redis
 from app.sentry import init_sentry
 from app.settings import WORKER_PROCESS_TYPES, Settings, SettingsError, load_settings
+from app.wakeup_broker import WakeupRedisBroker
 
 
 def process_type() -> str:
@@ -88,8 +92,6 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
             "or point REDIS_URL at your Redis (redis://HOST:PORT/DB)"
         )
     # Dramatiq's Redis broker, with consumers that block for a wake-up instead of polling.
-    from app.wakeup_broker import WakeupRedisBroker
-
     return WakeupRedisBroker(
         url=settings.redis_url,
         middleware=middleware,
@@ -100,11 +102,13 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
 
 @functools.cache
 def setup_broker() -> Broker:
-    """Configure this process once: Sentry, the JSON encoder and the global broker."""
+    """Configure this process once: Sentry, the JSON encoder and the global broker, which
+    takes over every actor declared before it."""
     settings = load_settings()
     init_sentry(settings)
     configure_logging(os.environ)
     dramatiq.set_encoder(JSONEncoder())
     broker = build_broker(settings, for_process_type=process_type())
     dramatiq.set_broker(broker)
+    adopt_declared_actors(broker)
     return broker

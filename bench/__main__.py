@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from app.redis_server import RedisServer
+from app.local.redis_server import RedisServer
 from bench.harness import Bench, Sample
 from bench.report import RunInfo, write_report
 from bench.scenarios import SCENARIOS, scenarios_named

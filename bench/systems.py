@@ -36,7 +36,7 @@ from dramatiq import Broker, Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import default_middleware
 
-from app.ports import free_port
+from app.local.ports import free_port
 from app.settings import PROJECT_ROOT
 from chunking.bulk import enqueue_many
 from chunking.depth import RedisQueueDepth

@@ -24,6 +24,7 @@ the rest, in the spirit of Shopify's job-iteration and Sidekiq's iterable jobs:
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ from chunking.enumerators import Enumerator, Estimator
 from chunking.jsonvalue import JSONValue
 from chunking.models import ChunkRun, RunStatus, utcnow
 from chunking.pacing import Backpressure
+
+#: Declares an actor from keyword options, as ``dramatiq.actor(actor_name=..., queue_name=...,
+#: **options)`` does: returns the decorator that declares the function.
+DeclareActor = Callable[..., Callable[[Callable[..., None]], "dramatiq.Actor[..., None]"]]
 
 #: The longest error text kept on a run row.
 MAX_ERROR_LENGTH = 2_000
@@ -97,6 +102,8 @@ class ChunkedRun:
     ``high_water`` and ``target_queue`` to hold chunks back while the queue the items go to is
     deeper than the mark; ``queue_depth`` reads that depth (the broker's own by default).
     ``send_after_commit`` defaults to enqueueing right after commit; plug an outbox there.
+    ``declare`` declares the chunk actor (``dramatiq.actor`` on ``broker`` by default): a host
+    with its own actor decorator, or one that builds its broker later, passes that instead.
     """
 
     def __init__(
@@ -122,6 +129,7 @@ class ChunkedRun:
         max_backpressure_delay_ms: int = 30_000,
         send_after_commit: SendAfterCommit | None = None,
         broker: Broker | None = None,
+        declare: DeclareActor | None = None,
         actor_options: Mapping[str, Any] | None = None,
     ) -> None:
         if chunk_size <= 0 or pause_ms < 0 or max_retries < 0:
@@ -137,14 +145,13 @@ class ChunkedRun:
         self.pause_ms = pause_ms
         self.max_retries = max_retries
         self.estimate = estimate
-        self.broker = broker or dramatiq.get_broker()
-        self.send_after_commit = send_after_commit or EnqueueAfterCommit(broker=self.broker)
+        self._send_after_commit = send_after_commit
         self.backpressure = None
         if target_queue is not None and high_water is not None:
             self.backpressure = Backpressure(
                 target_queue=target_queue,
                 high_water=high_water,
-                depth=queue_depth or queue_depth_for(self.broker),
+                depth=queue_depth or self._broker_queue_depth,
                 base_delay_ms=backpressure_delay_ms,
                 max_delay_ms=max_backpressure_delay_ms,
             )
@@ -163,10 +170,23 @@ class ChunkedRun:
         }
         # The decorator form, not Actor(...): it checks every option against the broker's
         # middleware, so a misspelt or unsupported option fails at declaration.
-        declare = dramatiq.actor(
-            actor_name=name, queue_name=queue_name, broker=self.broker, **options
-        )
-        self.actor = declare(chunk)
+        declare = declare or functools.partial(dramatiq.actor, broker=broker)
+        self.actor: dramatiq.Actor[..., None] = declare(
+            actor_name=name, queue_name=queue_name, **options
+        )(chunk)
+
+    @property
+    def broker(self) -> Broker:
+        """The broker the chunk actor is declared on (it may be declared before it is built)."""
+        return self.actor.broker
+
+    @functools.cached_property
+    def send_after_commit(self) -> SendAfterCommit:
+        """The host's sender, or enqueueing on the broker right after commit."""
+        return self._send_after_commit or EnqueueAfterCommit(broker=self.broker)
+
+    def _broker_queue_depth(self, queue_name: str) -> int:
+        return queue_depth_for(self.broker)(queue_name)
 
     def message(self, run_id: int, seq: int) -> Message[Any]:
         """The chunk message for ``(run_id, seq)``: two small scalars, nothing else."""

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, delete, select, update
 
 from app.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, RawBlob, utcnow
 from app.db.session import SessionFactory, new_session
+from app.outbox import relay
 from app.queues import QueueDepth
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ def report_dead_letters(depths: list[QueueDepth]) -> dict[str, int]:
 
 def relay_outbox(engine: Engine) -> int:
     """Send outbox messages whose committing process died before sending them."""
-    from app.outbox import relay
-
     sent = relay(engine)
     if sent:
         logger.warning("Relayed %d outbox messages left unsent after commit", sent)

@@ -14,7 +14,7 @@ from typing import Any
 
 import dramatiq
 
-from app.middleware.guardrails import house_rule_problems
+from app.house_rules import house_rule_problems
 from app.middleware.ticks import TICK_TTL_S
 from scheduler.cron import CronSpec, ScheduleError, parse_spec
 

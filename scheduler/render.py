@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from scheduler.cron import next_tick
 from scheduler.jobs import Schedule
+from scheduler.schedule import SCHEDULE
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,7 @@ class ScheduledJob:
 
 
 def default_schedule() -> Schedule:
-    """fintask's schedule (imported on demand: it declares the actors)."""
-    from scheduler.schedule import SCHEDULE
-
+    """fintask's schedule."""
     return SCHEDULE
 
 

@@ -19,8 +19,12 @@ os.environ.pop("SENTRY_DSN", None)
 import pytest
 import redis
 
-from app.redis_server import RedisServer
+from app.broker import setup_broker
+from app.local.redis_server import RedisServer
 from tests.support.postgres import PostgresServer
+
+# The test process's entry point: its broker is built here, as every process's is.
+setup_broker()
 
 
 @pytest.fixture(scope="session")

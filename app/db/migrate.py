@@ -6,6 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+
+from app.db.session import create_db_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -30,10 +33,6 @@ def downgrade(database_url: str, revision: str) -> None:
 
 def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or None if it was never migrated."""
-    from alembic.runtime.migration import MigrationContext
-
-    from app.db.session import create_db_engine
-
     engine = create_db_engine(database_url)
     try:
         with engine.connect() as connection:

@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import psutil
 
-from app.ports import free_port
+from app.local.ports import free_port
 from tests.support.processes import VENV_BIN, fintask_env, running, wait_until
 
 

@@ -10,8 +10,8 @@ from sqlalchemy import create_engine, select, text
 
 from app.db.migrate import upgrade
 from app.db.models import Notification
-from app.ports import free_port
-from app.sinks import SmtpSink, read_records
+from app.local.ports import free_port
+from app.local.sinks import SmtpSink, read_records
 from tests.support.processes import (
     VENV_BIN,
     dramatiq_worker,

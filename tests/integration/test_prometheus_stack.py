@@ -16,9 +16,9 @@ import httpx
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
-from app.ports import free_port
+from app.local.ports import free_port
+from app.local.stack import LocalStack
 from app.settings import PROJECT_ROOT
-from app.stack import LocalStack
 from tests.support.processes import running, wait_until
 
 OPS = PROJECT_ROOT / "ops"

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from app.db.migrate import upgrade
 from app.db.models import ProviderAccount, Transaction, User
 from app.db.session import create_db_engine
-from app.ports import free_port, wait_for_port
-from app.supervisor import procfile_commands
+from app.local.ports import free_port, wait_for_port
+from app.local.supervisor import procfile_commands
 from sandbox.data import expected_transactions
 from tests.support.processes import dramatiq_worker, fintask_env, running, wait_until
 

@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, func, select
 
 from app.db.migrate import upgrade
 from app.db.models import User
-from app.ports import free_port
-from app.seed import seed
-from app.sinks import SmtpSink, read_records
+from app.local.ports import free_port
+from app.local.seed import seed
+from app.local.sinks import SmtpSink, read_records
 from chunking import ChunkRun
 from tests.support.processes import (
     VENV_BIN,

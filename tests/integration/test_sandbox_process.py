@@ -7,7 +7,7 @@ import sys
 import httpx
 import pytest
 
-from app.ports import free_port, wait_for_port
+from app.local.ports import free_port, wait_for_port
 from app.provider import ProviderClient, ProviderRateLimited
 from sandbox.data import expected_accounts, expected_transactions
 from tests.support.processes import fintask_env, running, wait_until

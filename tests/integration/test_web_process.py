@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 
 from app.db.migrate import upgrade
-from app.ports import free_port, wait_for_port
-from app.supervisor import procfile_commands
+from app.local.ports import free_port, wait_for_port
+from app.local.supervisor import procfile_commands
 from tests.support.processes import fintask_env, running
 
 

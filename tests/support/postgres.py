@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from app.ports import free_port
+from app.local.ports import free_port
 
 
 class PostgresUnavailable(RuntimeError):

@@ -59,7 +59,13 @@ def dramatiq_worker(
     *queues: str, processes: int = 1, threads: int = 2, extra: tuple[str, ...] = ()
 ) -> list[str]:
     """The command line of a real ``dramatiq`` worker over fintask's actors."""
-    command = [str(VENV_BIN / "dramatiq"), "actors", "--processes", str(processes)]
+    command = [
+        str(VENV_BIN / "dramatiq"),
+        "app.broker:setup_broker",
+        "actors",
+        "--processes",
+        str(processes),
+    ]
     command += ["--threads", str(threads), "--worker-shutdown-timeout", "5000", *extra]
     return command + (["--queues", *queues] if queues else [])
 

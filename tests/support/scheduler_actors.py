@@ -10,11 +10,8 @@ from typing import Any
 
 import dramatiq
 
-from app.broker import setup_broker
-from app.tasks import fintask_actor
+from app.house_rules import fintask_actor
 from scheduler.jobs import Schedule, every
-
-setup_broker()
 
 QUEUE = "scheduler_test"
 LIMITS: dict[str, Any] = {

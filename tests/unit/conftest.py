@@ -14,8 +14,8 @@ import actors
 from app.db.metadata import target_metadata
 from app.db.models import User
 from app.db.session import default_engine, reset_default_engine, transaction
-from app.ports import free_port
-from app.sinks import HttpSink, SmtpSink
+from app.local.ports import free_port
+from app.local.sinks import HttpSink, SmtpSink
 
 
 @pytest.fixture
@@ -65,12 +65,12 @@ class Sinks:
         self.http_path = directory / "http.jsonl"
 
     def mail(self) -> list[dict[str, object]]:
-        from app.sinks import read_records
+        from app.local.sinks import read_records
 
         return read_records(self.mail_path)
 
     def http(self) -> list[dict[str, object]]:
-        from app.sinks import read_records
+        from app.local.sinks import read_records
 
         return read_records(self.http_path)
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 from actors.sync import start_account_sync
 from app.db.models import Job, ProviderAccount
 from app.db.session import default_engine, transaction
-from app.seed import seed
+from app.local.seed import seed
 from chunking import ChunkRun
 
 TICK = "2026-11-24T06:00:00+00:00"

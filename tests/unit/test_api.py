@@ -8,9 +8,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.api import router
 from app.db.models import AccountStatus, ProviderAccount
 from app.db.session import transaction
+from app.web.jobs import router
 
 pytest_plugins = ["test_refresh_support"]  # its fixtures: sandbox, account, redis_env
 

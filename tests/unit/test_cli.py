@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from app.cli import main
+from app.cli.main import main
 
 
 def test_notify_queues_a_notification_for_a_worker(user, stub_broker):

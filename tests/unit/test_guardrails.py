@@ -10,8 +10,8 @@ import dramatiq
 import pytest
 
 from actors.notifications import deliver_email
+from app.house_rules import fintask_actor
 from app.middleware.guardrails import SCHEMA_VERSION, MessageRejected
-from app.tasks import fintask_actor
 
 
 def test_a_two_megabyte_argument_is_refused_naming_actor_and_argument(stub_broker):

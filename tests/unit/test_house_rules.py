@@ -9,8 +9,12 @@ import pytest
 
 import actors
 import scheduler.schedule  # noqa: F401  (the schedule must import cleanly too)
-from app.middleware.guardrails import REQUIRED_ACTOR_OPTIONS, house_rule_problems
-from app.tasks import HouseRuleViolation, fintask_actor
+from app.house_rules import (
+    REQUIRED_ACTOR_OPTIONS,
+    HouseRuleViolation,
+    fintask_actor,
+    house_rule_problems,
+)
 
 
 def test_every_actor_follows_the_house_rules():

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from app.cli import main
+from app.cli.main import main
 from app.db.models import Job, ProviderAccount
 from app.db.session import transaction
 

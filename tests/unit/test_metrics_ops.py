@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import app.metrics
 from app.settings import PROJECT_ROOT
+from app.web import create_app
 from chunking.models import metadata as chunking_metadata
 
 pytest_plugins = ["test_inspection_support"]
@@ -52,10 +53,8 @@ def worker_names() -> set[str]:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_every_series_the_dashboard_and_alerts_query_is_exported(inspected_redis, database):
-    from app.web import app as web
-
     chunking_metadata.create_all(database)
-    exposition = TestClient(web).get("/metrics").text
+    exposition = TestClient(create_app()).get("/metrics").text
     families = list(text_string_to_metric_families(exposition))
     web_names = {f.name for f in families} | {s.name for f in families for s in f.samples}
 

@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.db.models import Job, ProviderAccount
 from app.db.session import transaction
+from app.local.ports import free_port
 from app.middleware.metrics import CONSUMERS_KEY
-from app.ports import free_port
 from app.redis_client import get_redis
+from app.web import create_app
 from chunking.models import ChunkRun
 from chunking.models import metadata as chunking_metadata
 
@@ -25,9 +26,7 @@ pytest_plugins = ["test_inspection_support"]
 
 
 def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from app.web import app
-
-    response = TestClient(app).get("/metrics")
+    response = TestClient(create_app()).get("/metrics")
     assert response.status_code == 200
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -18,9 +18,9 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.local.ports import free_port
 from app.middleware import InvalidActorOption, RedisUnavailable
 from app.middleware.rate_limits import SLOT_OPTION, RateLimits, parse_rate
-from app.ports import free_port
 
 EXPLICIT: dict[str, Any] = {"max_retries": 0, "time_limit": 10_000, "max_age": 60_000}
 

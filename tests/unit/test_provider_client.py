@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.ports import free_port
+from app.local.ports import free_port
 from app.provider import (
     DEFAULT_RETRY_AFTER_MS,
     ProviderClient,

@@ -21,7 +21,7 @@ import uvicorn
 
 from app.db.models import Job, JobStatus, ProviderAccount, utcnow
 from app.db.session import transaction
-from app.ports import free_port
+from app.local.ports import free_port
 from app.redis_client import get_redis
 from sandbox.app import create_app
 from sandbox.config import SandboxConfig

@@ -9,10 +9,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from actors.reports import start_weekly_report, weekly_report
-from app.cli import main
+from app.cli.main import main
 from app.db.models import Notification, User
 from app.db.session import default_engine, transaction
-from app.seed import seed
+from app.local.seed import seed
+from app.web import create_app
 from chunking import ChunkRun
 from pipelines import reports
 
@@ -97,13 +98,11 @@ def test_the_report_states_last_weeks_spending(database):
 
 
 def test_progress_is_served_as_json_and_a_missing_run_is_a_404(users, stub_broker):
-    from app.web import app
-
     start_weekly_report.send(week=WEEK)
     _run_all(stub_broker, "fanout")
     with transaction() as session:
         run_id = session.scalar(select(ChunkRun.id))
-    client = TestClient(app)
+    client = TestClient(create_app())
 
     progress = client.get(f"/api/runs/{run_id}")
     missing = client.get("/api/runs/999999")

@@ -11,7 +11,7 @@ import pendulum
 import periodiq
 import pytest
 
-from app.middleware.guardrails import house_rule_problems
+from app.house_rules import house_rule_problems
 from app.middleware.ticks import TICK_TTL_S
 from scheduler.cron import ONE_MINUTE, CronSpec, ScheduleError, next_tick, parse_spec
 from scheduler.jobs import Schedule, every

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from app.cli import main
+from app.cli.main import main
 from scheduler.schedule import SCHEDULE
 
 

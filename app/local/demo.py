@@ -11,54 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 
+from app.local import showcases
+from app.local.showcases import DemoContext, DemoSummary, Log
+from app.local.stack import LocalStack
 from app.settings import Settings
-from app.stack import LocalStack
 
 PROCESS_TYPES = ["web", "worker_urgent", "worker", "scheduler", "sinks", "sandbox"]
-
-Log = Callable[[str], None]
-
-
-@dataclass
-class DemoSummary:
-    """What each showcase did, section by section, for people (``render``) and machines."""
-
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def add(self, section: str, **values: Any) -> None:
-        self.sections.setdefault(section, {}).update(values)
-
-    def as_dict(self) -> dict[str, dict[str, Any]]:
-        return self.sections
-
-    def render(self) -> str:
-        lines = ["", "fintask demo summary", "===================="]
-        for section, values in self.sections.items():
-            lines.append(f"\n{section}")
-            width = max(len(key) for key in values)
-            lines += [f"  {key.ljust(width)}  {value}" for key, value in values.items()]
-        return "\n".join(lines)
-
-
-@dataclass
-class DemoContext:
-    """What a showcase step needs: the running stack and where the sinks write."""
-
-    stack: LocalStack
-    users: int
-    log: Log
-    summary: DemoSummary
-
-    @property
-    def sinks_dir(self) -> Path:
-        return self.stack.var_dir / "sinks"
 
 
 def run_demo(settings: Settings, *, users: int, log: Log) -> DemoSummary:
@@ -86,8 +47,6 @@ def run_demo(settings: Settings, *, users: int, log: Log) -> DemoSummary:
         summary.add("processes", started_in_s=round(time.monotonic() - started, 1))
         os.environ.update(stack.env)  # this process sends through the same Redis and database
         context = DemoContext(stack=stack, users=users, log=log, summary=summary)
-        from app import showcases
-
         for step in showcases.STEPS:
             log(f"- {step.__doc__}")
             step(context)

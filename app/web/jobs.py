@@ -5,34 +5,23 @@ to poll: 202 when it started a refresh, 200 with the running job when one is alr
 (a client that retries its POST gets the same job, not a second refresh). ``GET
 /api/jobs/{job_id}`` shows status, progress and, once failed, why. Errors carry a readable
 ``detail``: 404 for an unknown account or job, 409 for a blocked account, 422 for a malformed
-id. Include it with ``app.include_router(app.api.router)``.
+id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 from app.db.models import Job
-from app.db.session import new_session
+from app.web.deps import SessionDep
 from pipelines import refresh
 
 router = APIRouter(prefix="/api", tags=["refresh jobs"])
-
-
-def get_session() -> Iterator[Session]:
-    """One session per request; endpoints open their own transaction on it."""
-    with new_session() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 class JobOut(BaseModel):

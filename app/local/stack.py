@@ -18,10 +18,10 @@ from types import TracebackType
 import httpx
 
 from app.db.migrate import upgrade
-from app.ports import free_port
-from app.redis_server import RedisServer
+from app.local.ports import free_port
+from app.local.redis_server import RedisServer
+from app.local.supervisor import shared_environment
 from app.settings import load_settings
-from app.supervisor import shared_environment
 
 
 class StackError(RuntimeError):

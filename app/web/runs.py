@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
 
-from app.api import SessionDep
+from app.web.deps import SessionDep
 from chunking import Progress, run_progress
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])

@@ -6,17 +6,17 @@ import datetime as dt
 import json
 
 import click
+import redis
+
+from app.middleware.ticks import TickClaims
+from app.redis_client import get_redis
+from scheduler.render import default_schedule, render_schedule, schedule_data
 
 
 @click.command("schedule")
 @click.option("--json", "as_json", is_flag=True, help="print the schedule as JSON")
 def schedule(as_json: bool) -> None:
     """Show the periodic schedule: each job's cron spec (UTC), next run, catch-up, last tick."""
-    import redis
-
-    from app.middleware.ticks import TickClaims
-    from app.redis_client import get_redis
-    from scheduler.render import default_schedule, render_schedule, schedule_data
 
     jobs = default_schedule()
     try:

@@ -1,4 +1,8 @@
-"""The web process: the HTTP API, health and the broker-wide Prometheus metrics."""
+"""``GET /metrics``: the broker-wide gauges (queue depths, consumers, jobs, runs) for Prometheus.
+
+Each worker type exports its own per-message metrics; these are the ones only a process that
+reads Redis and the database as a whole can give.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,13 @@ from collections.abc import Callable, Iterator
 
 import dramatiq
 import redis
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-import actors  # noqa: F401  (declares every actor, and so every queue, on the broker)
-from app import api as jobs_api
-from app import api_runs as runs_api
 from app.db.session import default_engine
 from app.inspection import RunTotals, consumers_alive, job_counts, queue_stats, run_totals
 from app.queues import canonical_queue_names
@@ -32,45 +30,7 @@ ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.PAUSED)
 
 _logger = logging.getLogger(__name__)
 
-app = FastAPI(
-    title="fintask",
-    summary="Background work of a personal-finance service on Dramatiq and Redis.",
-    version="0.1.0",
-)
-app.include_router(jobs_api.router)
-app.include_router(runs_api.router)
-
-
-class Health(BaseModel):
-    status: str
-    database: str
-    redis: str
-
-
-@app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-def healthz() -> JSONResponse:
-    """200 when the database and Redis answer; 503 naming the one that does not."""
-    checks = {"database": _check_database(), "redis": _check_redis()}
-    healthy = all(result == "ok" for result in checks.values())
-    body = Health(status="ok" if healthy else "unavailable", **checks)
-    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
-
-
-def _check_database() -> str:
-    try:
-        with default_engine().connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as error:  # any failure is the answer, not a crash of the probe
-        return f"error: {type(error).__name__}"
-    return "ok"
-
-
-def _check_redis() -> str:
-    try:
-        get_redis().ping()
-    except Exception as error:
-        return f"error: {type(error).__name__}"
-    return "ok"
+router = APIRouter(tags=["metrics"])
 
 
 class BrokerAndWorkCollector(Collector):
@@ -177,7 +137,7 @@ _registry = CollectorRegistry()
 _registry.register(BrokerAndWorkCollector())
 
 
-@app.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response)
 def metrics() -> Response:
     """Prometheus exposition of the broker-wide gauges."""
     return Response(generate_latest(_registry), media_type=CONTENT_TYPE_LATEST)

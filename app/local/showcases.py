@@ -7,24 +7,78 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import ColumnElement, func, select
 
+from actors import maintenance as maintenance_actors
+from actors import reports as report_actors
+from app import health
 from app.db.models import (
     FraudCheck,
     FraudVerdict,
     Job,
+    MonthlySpending,
     Notification,
     NotificationStatus,
     ProviderAccount,
     RawBlob,
+    Transaction,
     User,
     utcnow,
 )
 from app.db.session import default_engine, transaction
-from app.demo import DemoContext
-from app.sinks import read_records
+from app.local.seed import seed as seed_database
+from app.local.sinks import read_records
+from app.local.stack import LocalStack
+from app.queues import queue_depths
+from app.redis_client import get_redis
+from chunking import ChunkRun, run_progress, start_run
+from pipelines.accounts import link_account
+from pipelines.notifications import Channel, notify
+from pipelines.reports import report_week, run_key
+from scheduler.render import schedule_data
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class DemoSummary:
+    """What each showcase did, section by section, for people (``render``) and machines."""
+
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, section: str, **values: Any) -> None:
+        self.sections.setdefault(section, {}).update(values)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return self.sections
+
+    def render(self) -> str:
+        lines = ["", "fintask demo summary", "===================="]
+        for section, values in self.sections.items():
+            lines.append(f"\n{section}")
+            width = max(len(key) for key in values)
+            lines += [f"  {key.ljust(width)}  {value}" for key, value in values.items()]
+        return "\n".join(lines)
+
+
+@dataclass
+class DemoContext:
+    """What a showcase step needs: the running stack and where the sinks write."""
+
+    stack: LocalStack
+    users: int
+    log: Log
+    summary: DemoSummary
+
+    @property
+    def sinks_dir(self) -> Path:
+        return self.stack.var_dir / "sinks"
+
 
 WAIT_S = 90.0
 REFRESHED_ACCOUNTS = 12
@@ -48,10 +102,9 @@ def _count(model: type, *where: ColumnElement[bool]) -> int:
 
 def seed_users(context: DemoContext) -> None:
     """seed users and their linked accounts in bulk"""
-    from app.seed import seed
 
     started = time.monotonic()
-    result = seed(default_engine(), users=context.users)
+    result = seed_database(default_engine(), users=context.users)
     context.summary.add(
         "data",
         users=result.users_total,
@@ -62,13 +115,10 @@ def seed_users(context: DemoContext) -> None:
 
 def ping(context: DemoContext) -> None:
     """ping the workers through the queue"""
-    from actors.maintenance import ping as ping_actor
-    from app import health
-    from app.redis_client import get_redis
 
     token = health.new_ping_token()
     started = time.monotonic()
-    ping_actor.send(token)
+    maintenance_actors.ping.send(token)
     answered_by = health.wait_for_pong(get_redis(), token, timeout_s=WAIT_S)
     context.summary.add(
         "ping",
@@ -79,7 +129,6 @@ def ping(context: DemoContext) -> None:
 
 def notifications(context: DemoContext) -> None:
     """notifications: email, push and urgent, each requested twice, each sent once"""
-    from pipelines.notifications import Channel, notify
 
     today = dt.date.today().isoformat()
     with transaction() as session:
@@ -131,7 +180,6 @@ def notifications(context: DemoContext) -> None:
 
 def fraud(context: DemoContext) -> None:
     """fraud check: one user links four accounts within minutes"""
-    from pipelines.accounts import link_account
 
     before = _count(FraudCheck)
     with transaction() as session:
@@ -165,7 +213,6 @@ def fraud(context: DemoContext) -> None:
 
 def refresh(context: DemoContext) -> None:
     """async API + ETL: refresh accounts over HTTP against a faulty sandbox provider"""
-    from app.db.models import MonthlySpending, Transaction
 
     with transaction() as session:
         account_ids = list(
@@ -210,16 +257,13 @@ def refresh(context: DemoContext) -> None:
 
 def weekly_report(context: DemoContext) -> None:
     """weekly report: a chunked, paced run over every active user"""
-    from actors.reports import weekly_report as report_run
-    from app.queues import queue_depths
-    from app.redis_client import get_redis
-    from chunking import ChunkRun, run_progress, start_run
-    from pipelines.reports import report_week, run_key
 
     week = report_week(None)
     active = _count(User, User.is_active.is_(True))
     with transaction() as session:
-        run_id = start_run(session, report_run, params={"week": week}, key=run_key(week))
+        run_id = start_run(
+            session, report_actors.weekly_report, params={"week": week}, key=run_key(week)
+        )
     peak_queue = 0
 
     def finished() -> bool:
@@ -254,7 +298,6 @@ def weekly_report(context: DemoContext) -> None:
 
 def maintenance(context: DemoContext) -> None:
     """maintenance: purge an expired raw blob, fail a stuck job, count dead letters"""
-    from actors import maintenance as actors
 
     blob_digest, job_id = uuid.uuid4().hex, str(uuid.uuid4())
     with transaction() as session:
@@ -278,9 +321,9 @@ def maintenance(context: DemoContext) -> None:
                 deadline_at=utcnow() - dt.timedelta(minutes=1),
             )
         )
-    actors.purge_raw_blobs.send()
-    actors.fail_stuck_jobs.send()
-    actors.report_dead_letters.send()
+    maintenance_actors.purge_raw_blobs.send()
+    maintenance_actors.fail_stuck_jobs.send()
+    maintenance_actors.report_dead_letters.send()
     wait_for(
         lambda: _count(RawBlob, RawBlob.sha256 == blob_digest) == 0,
         what="the expired raw blob to be purged",
@@ -311,7 +354,6 @@ def metrics(context: DemoContext) -> None:
 
 def schedule(context: DemoContext) -> None:
     """the periodic schedule (what `fintask schedule` prints): spec and next run of each job"""
-    from scheduler.render import schedule_data
 
     for job in schedule_data(dt.datetime.now(dt.UTC)):
         next_run = job.next_run.strftime("%Y-%m-%d %H:%M") if job.next_run else "never"

@@ -16,7 +16,7 @@ from types import TracebackType
 
 import redis
 
-from app.ports import free_port
+from app.local.ports import free_port
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ same ``REDIS_URL`` and ``DATABASE_URL`` to every child. honcho runs the named pr
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,8 +19,8 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Printer
 
-from app.ports import free_port
-from app.redis_server import RedisServer
+from app.local.ports import free_port
+from app.local.redis_server import RedisServer
 from app.settings import PROJECT_ROOT, WORKER_PROCESS_TYPES, Settings
 
 PROCFILE = PROJECT_ROOT / "Procfile"
@@ -93,32 +92,3 @@ def run_processes(process_types: list[str], env: Mapping[str, str]) -> int:
         manager.add_process(name, f"exec {commands[name]}", env=process_env)
     manager.loop()
     return int(manager.returncode or 0)
-
-
-def prepare_process_environment(
-    process_type: str, settings: Settings, environ: dict[str, str]
-) -> None:
-    """Set up ``environ`` for one Procfile process before its command is exec'd.
-
-    Each worker process type gets its own Prometheus port and multiprocess directory, and the
-    directory is cleared: Dramatiq never clears it, and stale files of dead pids would
-    otherwise be summed into the new process's metrics.
-    """
-    environ["FINTASK_PROCESS_TYPE"] = process_type
-    if process_type == "scheduler":
-        # periodiq reads cron specs in the process's local time; the schedule is written in UTC.
-        environ["TZ"] = "UTC"
-    if process_type in WORKER_PROCESS_TYPES:
-        metrics_dir = settings.metrics_dir(process_type)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        environ["dramatiq_prom_db"] = str(metrics_dir)
-        # fintask's own counters (app.metrics) write to the same files Dramatiq's server reads.
-        environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        environ["dramatiq_prom_port"] = str(settings.metrics_ports[process_type])
-        environ["dramatiq_prom_host"] = environ.get("METRICS_HOST", "0.0.0.0")
-
-
-def exec_command(command: list[str]) -> None:
-    """Replace this process with ``command``, so signals reach it directly."""
-    os.execvp(command[0], command)

@@ -7,8 +7,15 @@ import json
 import time
 
 import click
+from sqlalchemy import select
 
-from chunking import Progress
+import actors  # noqa: F401  (declares the runs' actors; the outbox sends through them)
+from actors.reports import weekly_report
+from actors.runs import CHUNKED_RUNS
+from app.cli.common import with_broker
+from app.db.session import transaction
+from chunking import ChunkRun, Progress, cancel_run, pause_run, resume_run, run_progress, start_run
+from pipelines.reports import report_week, run_key, week_bounds
 
 
 @click.group()
@@ -17,16 +24,11 @@ def reports() -> None:
 
 
 @reports.command("send")
+@with_broker
 @click.option("--week", help="ISO week, e.g. 2026-W48 (default: last week)")
 @click.option("--wait", is_flag=True, help="show a progress bar until the run finishes")
 def reports_send(week: str | None, wait: bool) -> None:
     """Start the week's report run (once per week: a second start returns the same run)."""
-    import actors  # noqa: F401  (declares the run's actor; the outbox sends through it)
-    from actors.reports import weekly_report
-    from app.db.session import transaction
-    from chunking import start_run
-    from pipelines.reports import report_week, run_key, week_bounds
-
     week = week or report_week(None)
     try:
         week_bounds(week)
@@ -40,8 +42,6 @@ def reports_send(week: str | None, wait: bool) -> None:
 
 
 def _progress(run_id: int) -> Progress:
-    from app.db.session import transaction
-    from chunking import run_progress
 
     with transaction() as session:
         progress = run_progress(session, run_id)
@@ -72,10 +72,6 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     """List chunked runs with their progress (newest first); or steer one."""
     if ctx.invoked_subcommand is not None:
         return
-    from sqlalchemy import select
-
-    from app.db.session import transaction
-    from chunking import ChunkRun
 
     with transaction() as session:
         ids = list(session.scalars(select(ChunkRun.id).order_by(ChunkRun.id.desc()).limit(limit)))
@@ -96,8 +92,6 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
 @click.argument("run_id", type=int)
 def runs_pause(run_id: int) -> None:
     """Stop a run after its current chunk."""
-    from app.db.session import transaction
-    from chunking import pause_run
 
     with transaction() as session:
         changed = pause_run(session, run_id)
@@ -105,12 +99,10 @@ def runs_pause(run_id: int) -> None:
 
 
 @runs.command("resume")
+@with_broker
 @click.argument("run_id", type=int)
 def runs_resume(run_id: int) -> None:
     """Resume a paused or failed run from its last committed cursor."""
-    from actors.runs import CHUNKED_RUNS
-    from app.db.session import transaction
-    from chunking import resume_run
 
     name = _progress(run_id).name
     if name not in CHUNKED_RUNS:
@@ -124,8 +116,6 @@ def runs_resume(run_id: int) -> None:
 @click.argument("run_id", type=int)
 def runs_cancel(run_id: int) -> None:
     """Cancel a run: no further chunk runs."""
-    from app.db.session import transaction
-    from chunking import cancel_run
 
     with transaction() as session:
         changed = cancel_run(session, run_id)

@@ -1,5 +1,0 @@
-"""``python -m app`` is the ``fintask`` command."""
-
-from app.cli import main
-
-main()

@@ -1,0 +1,41 @@
+"""What the ``fintask`` commands share: JSON and table output, and building the broker."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from app.broker import setup_broker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+
+
+def with_broker(command: F) -> F:
+    """Build this process's broker before ``command`` runs (it sends or reads the queues)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        setup_broker()
+        return command(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+def print_json(data: object) -> None:
+    """``data`` as indented JSON; timestamps and other objects as their ``str``."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(header: tuple[str, ...], *rows: tuple[object, ...]) -> str:
+    """Columns padded to their widest cell, two spaces apart."""
+    cells = [tuple(map(str, row)) for row in (header, *rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )

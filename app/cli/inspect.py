@@ -1,0 +1,189 @@
+"""``fintask queues``, ``dlq`` and ``jobs``: what Celery's ``inspect`` and ``purge`` gave."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+import actors  # noqa: F401  (declares every actor, and so every queue)
+from app.broker import setup_broker
+from app.cli.common import JSON_OPTION, print_json, table
+from app.db.models import JobStatus
+from app.db.session import new_session
+from app.inspection import (
+    consumers_alive,
+    dead_letter_counts,
+    find_dead_letter,
+    job_counts,
+    list_dead_letters,
+    list_jobs,
+    purge_dead_letters,
+    queue_stats,
+    requeue_all,
+    requeue_dead_letter,
+)
+from app.queues import canonical_queue_names
+from app.redis_client import get_redis
+from app.settings import load_settings
+
+_QUEUE = click.option("--queue", help="only this queue (default: every declared queue)")
+
+
+def _queue_names(queue: str | None) -> list[str]:
+    """The declared queues to look at: all of them, or the one ``--queue`` names."""
+
+    names = canonical_queue_names(setup_broker().get_declared_queues())
+    if queue is not None:
+        if queue not in names:
+            known = ", ".join(names)
+            message = f"{queue!r} is not a queue of fintask ({known})"
+            raise click.BadParameter(message, param_hint="--queue")
+        names = [queue]
+    return names
+
+
+@click.command()
+@JSON_OPTION
+def queues(as_json: bool) -> None:
+    """Messages per queue (ready, delayed, dead), the oldest one's age, and live consumers."""
+
+    names = _queue_names(None)
+    client = get_redis()
+    stats = queue_stats(client, names)
+    alive = consumers_alive(client, heartbeat_timeout_ms=load_settings().heartbeat_timeout_ms)
+    if as_json:
+        print_json({"queues": [q.as_dict() for q in stats], "consumers_alive": alive})
+        return
+    rows = [(q.queue_name, q.ready, q.delayed, q.dead, f"{q.oldest_age_s:.1f}s") for q in stats]
+    click.echo(table(("QUEUE", "READY", "DELAYED", "DEAD", "OLDEST"), *rows))
+    click.echo(f"consumers alive: {alive}")
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters: messages that ran out of retries. List, show, requeue, purge."""
+
+
+@dlq.command("list")
+@_QUEUE
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@JSON_OPTION
+def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
+    """The oldest dead letters first."""
+
+    names = _queue_names(queue)
+    client = get_redis()
+    letters = list_dead_letters(client, names, limit=limit)
+    if as_json:
+        print_json([letter.as_dict() for letter in letters])
+        return
+    if not letters:
+        click.echo("no dead letters")
+        return
+    rows = [
+        (d.message_id, d.queue_name, d.actor_name, d.retries, d.as_dict()["dead_at"])
+        for d in letters
+    ]
+    click.echo(table(("MESSAGE ID", "QUEUE", "ACTOR", "RETRIES", "DEAD AT"), *rows))
+
+
+@dlq.command("show")
+@click.argument("message_id")
+@JSON_OPTION
+def dlq_show(message_id: str, as_json: bool) -> None:
+    """One dead letter with its arguments and options."""
+
+    names = _queue_names(None)
+    client = get_redis()
+    letter = find_dead_letter(client, names, message_id)
+    if letter is None:
+        raise click.ClickException(f"no dead letter {message_id}")
+    details = letter.as_dict(with_message=True)
+    if as_json:
+        print_json(details)
+        return
+    for key, value in details.items():
+        if key != "message":
+            click.echo(f"{key}: {value}")
+    click.echo("message: " + json.dumps(letter.message, indent=2))
+
+
+@dlq.command("requeue")
+@click.argument("message_id", required=False)
+@click.option("--all", "every", is_flag=True, help="requeue every dead letter (of --queue)")
+@_QUEUE
+@JSON_OPTION
+def dlq_requeue(message_id: str | None, every: bool, queue: str | None, as_json: bool) -> None:
+    """Move dead letters back to their ready queue, with their retries reset."""
+
+    if (message_id is None) == (not every):
+        raise click.UsageError("give a MESSAGE_ID or --all, not both")
+    names = _queue_names(queue)
+    client = get_redis()
+    if every:
+        outcomes = requeue_all(client, names)
+        if as_json:
+            print_json(outcomes)
+        else:
+            click.echo(", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()))
+        return
+    assert message_id is not None
+    letter = find_dead_letter(client, names, message_id)
+    if letter is None:
+        raise click.ClickException(f"no dead letter {message_id}")
+    outcome = requeue_dead_letter(client, letter.queue_name, letter.redis_id)
+    if as_json:
+        print_json({**letter.as_dict(), "outcome": outcome})
+    elif outcome != "requeued":
+        raise click.ClickException(f"message {message_id} was not requeued: {outcome}")
+    else:
+        click.echo(f"requeued {message_id} to {letter.queue_name}")
+
+
+@dlq.command("purge")
+@_QUEUE
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@JSON_OPTION
+def dlq_purge(queue: str | None, yes: bool, as_json: bool) -> None:
+    """Delete dead letters for good (asks first unless --yes)."""
+
+    names = _queue_names(queue)
+    client = get_redis()
+    counts = {name: n for name, n in dead_letter_counts(client, names).items() if n}
+    if counts and not yes:
+        listed = ", ".join(f"{n} in {name}" for name, n in counts.items())
+        click.confirm(
+            f"Delete {sum(counts.values())} dead letters ({listed})?", abort=True, err=True
+        )
+    purged = {name: n for name, n in purge_dead_letters(client, list(counts)).items() if n}
+    if as_json:
+        print_json({"purged": purged})
+    else:
+        click.echo(f"purged {sum(purged.values())} dead letters")
+
+
+@click.command()
+@click.option("--status", help="only jobs in this status (queued, polling, running, done, failed)")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@JSON_OPTION
+def jobs(status: str | None, limit: int, as_json: bool) -> None:
+    """Asynchronous API jobs, most recently updated first, and how many are in each status."""
+
+    if status is not None and status not in {s.value for s in JobStatus}:
+        known = ", ".join(s.value for s in JobStatus)
+        raise click.BadParameter(
+            f"{status!r} is not a job status ({known})", None, None, "--status"
+        )
+    with new_session() as session:
+        counts = job_counts(session)
+        rows = list_jobs(session, status=status, limit=limit)
+    if as_json:
+        print_json({"counts": counts, "jobs": [job.as_dict() for job in rows]})
+        return
+    click.echo("  ".join(f"{name}: {n}" for name, n in counts.items()))
+    listed = [
+        (j.id, j.kind, j.account_id, j.status, f"{j.progress}%", j.updated_at, j.error or "")
+        for j in rows
+    ]
+    click.echo(table(("ID", "KIND", "ACCOUNT", "STATUS", "PROGRESS", "UPDATED", "ERROR"), *listed))

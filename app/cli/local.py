@@ -1,0 +1,65 @@
+"""``fintask run``, ``demo`` and ``sinks``: the whole of fintask on one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from app.db.migrate import upgrade
+from app.local.demo import run_demo
+from app.local.sinks import serve_sinks
+from app.local.supervisor import (
+    DEFAULT_PROCESS_TYPES,
+    embedded_redis,
+    run_processes,
+    shared_environment,
+)
+from app.settings import load_settings
+
+
+@click.command()
+@click.argument("process_types", nargs=-1)
+def run(process_types: tuple[str, ...]) -> None:
+    """Run Procfile process types (default: web, workers, scheduler) with a private Redis."""
+    settings = load_settings()
+    names = list(process_types or DEFAULT_PROCESS_TYPES)
+    env = shared_environment(settings, os.environ, names)
+    with embedded_redis(settings, env):
+        upgrade(settings.database_url)
+        try:
+            code = run_processes(names, env)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+    sys.exit(code)
+
+
+@click.command()
+@click.option("--users", type=click.IntRange(min=1), default=2_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def demo(users: int, as_json: bool) -> None:
+    """Run the showcase: private Redis, SQLite, the real processes, the workloads, a summary."""
+    summary = run_demo(load_settings(), users=users, log=click.echo if not as_json else _stderr)
+    click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.render())
+
+
+def _stderr(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.command()
+@click.option("--smtp-port", type=click.IntRange(1, 65535), required=True)
+@click.option("--http-port", type=click.IntRange(1, 65535), required=True)
+@click.option("--smtp-delay-ms", type=click.IntRange(min=0), default=0, show_default=True)
+def sinks(smtp_port: int, http_port: int, smtp_delay_ms: int) -> None:
+    """Local SMTP and HTTP sinks that record what fintask sends (demo and tests)."""
+    directory = load_settings().var_dir / "sinks"
+    click.echo(f"sinks: SMTP on {smtp_port}, HTTP on {http_port}, writing to {directory}")
+    serve_sinks(
+        directory=directory,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        smtp_delay_s=smtp_delay_ms / 1000,
+    )
