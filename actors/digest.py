@@ -12,19 +12,25 @@ _HOUR_MS = 3_600_000
 
 
 # Scheduled (scheduler/schedule.py) with catch_up: a tick missed while no scheduler ran is sent
-# on start. One id query and one send per 1,000 users (a thousand of each for 10^6 users). Run
-# again (a retry, a tick sent twice), it re-sends pages whose digests exist: no mail twice.
+# on start. One id query and one send per 1,000 users (a thousand of each for 10^6 users), each
+# well under a second: past the soft limit it sends itself the rest (``day`` and ``after``, no
+# tick) after a page. Run again (a retry, a tick sent twice), it re-sends pages whose digests
+# exist: no mail twice.
 @fintask_actor(
     queue_name="digests",
     time_limit=10 * 60_000,
+    soft_time_limit_ms=9 * 60_000,
     max_age=6 * _HOUR_MS,
     max_retries=3,
     min_backoff=10_000,
     max_backoff=60_000,
 )
-def send_daily_digests(tick: str | None = None, **kwargs: Any) -> None:
-    """Fan the digest of the day before ``tick`` out to every active user, in pages."""
-    digest.start(digest.digest_day(tick))
+def send_daily_digests(
+    tick: str | None = None, day: str | None = None, after: int | None = None, **kwargs: Any
+) -> None:
+    """Fan the digest of the day before ``tick`` (or of ``day``, continuing after user
+    ``after``) out to every active user, in pages."""
+    digest.start(dt.date.fromisoformat(day) if day else digest.digest_day(tick), after=after)
 
 
 @fintask_actor(

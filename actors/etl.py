@@ -46,15 +46,23 @@ def start_etl(job_id: str, account_id: int, **kwargs: Any) -> None:
 # A few provider calls of at most 10 s each (one page per 200 transactions, and the balance).
 # The provider's quota is shared by every worker process: a global limit (half of it here, the
 # other half for polls) defers the download instead of meeting 429s; a 429 still re-sends it.
+# Past the soft limit (checked after each page, leaving room for one more page and the balance)
+# the step keeps its pages and re-sends itself. One download per account at a time: a second
+# one (a redelivery while the first still runs, or the next job's while the download of a job
+# failed at its deadline lingers) is deferred until the lock is free, instead of spending the
+# provider's quota on the same pages twice.
 @fintask_actor(
     queue_name="etl",
     time_limit=120_000,
+    soft_time_limit_ms=90_000,
     max_age=_HOUR_MS,
     max_retries=5,
     min_backoff=1_000,
     max_backoff=60_000,
     throws=(StepAbandoned,),
     rate_limit=PROVIDER_RATE_LIMIT,
+    lock_key="account:{account_id}",
+    lock_contention="defer",
 )
 def download_transactions(
     job_id: str, account_id: int, resume_blob_id: int | None = None, **kwargs: Any

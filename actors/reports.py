@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from app.db.models import User
 from app.db.session import new_session, transaction
 from app.house_rules import fintask_actor
@@ -27,6 +29,7 @@ weekly_report = ChunkedRun(
     target_queue="emails",
     high_water=reports.EMAIL_HIGH_WATER,
     time_limit=120_000,
+    actor_options={"soft_time_limit_ms": reports.CHUNK_SOFT_TIME_LIMIT_MS},
     max_age=3 * 86_400_000,
     max_retries=5,
     min_backoff=5_000,
@@ -46,4 +49,9 @@ def start_weekly_report(week: str | None = None, tick: str | None = None, **kwar
     """Start the report run of ``week`` (the week before the scheduler's ``tick``), once."""
     week = week or reports.report_week(tick)
     with transaction() as session:
-        start_run(session, weekly_report, params={"week": week}, key=reports.run_key(week))
+        start_report(session, week)
+
+
+def start_report(session: Session, week: str) -> int:
+    """Start the report run of ``week`` on commit, once per week; return its id."""
+    return start_run(session, weekly_report, params={"week": week}, key=reports.run_key(week))

@@ -47,6 +47,7 @@ account_sync = ChunkedRun(
     target_queue="sync",
     high_water=sync.POLL_HIGH_WATER,
     time_limit=120_000,
+    actor_options={"soft_time_limit_ms": sync.CHUNK_SOFT_TIME_LIMIT_MS},
     max_age=6 * 3_600_000,
     max_retries=5,
     min_backoff=5_000,

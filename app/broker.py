@@ -9,13 +9,12 @@ so far (``app.declarations``).
 from __future__ import annotations
 
 import functools
-import os
 
 import dramatiq
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.encoder import JSONEncoder
-from dramatiq.middleware import CurrentMessage, default_middleware
+from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from app.declarations import adopt_declared_actors
 from app.logs import configure_logging
@@ -26,17 +25,20 @@ from app.middleware.locks import Mutex, UniqueEnqueue
 from app.middleware.memory_limit import MemoryLimit
 from app.middleware.metrics import ConsumerRegistry, MessageMetrics
 from app.middleware.rate_limits import RateLimits
+from app.middleware.recovery import DeadWorkerRecovery
+from app.middleware.retries import DurableRetries
 from app.middleware.shutdown_signals import CoalesceShutdownSignals
 from app.middleware.ticks import TickGuard
 from app.redis_client import get_redis
 from app.sentry import init_sentry
-from app.settings import WORKER_PROCESS_TYPES, Settings, SettingsError, load_settings
+from app.settings import (
+    WORKER_PROCESS_TYPES,
+    Settings,
+    SettingsError,
+    exit_on_settings_error,
+    load_settings,
+)
 from app.wakeup_broker import WakeupRedisBroker
-
-
-def process_type() -> str:
-    """The Procfile process type this process runs as (``cli`` outside the Procfile)."""
-    return os.environ.get("FINTASK_PROCESS_TYPE", "cli")
 
 
 def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middleware]:
@@ -45,9 +47,11 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
     - ``Guardrails`` first: a refused message never claims anything further down.
     - ``UniqueEnqueue`` before Dramatiq's ``AgeLimit``, so every delivery frees its claim,
       even one that ``AgeLimit`` drops.
-    - Dramatiq's defaults and ``CurrentMessage``; in worker processes, the shutdown-signal
-      fix, ``TickGuard`` (a periodic tick runs once even if two schedulers sent it) and
-      ``Prometheus``.
+    - Dramatiq's defaults, with ``DurableRetries`` in place of ``Retries`` (a retry that cannot
+      be enqueued dead-letters its message instead of losing it), and ``CurrentMessage``; in
+      worker processes, the shutdown-signal fix, ``TickGuard`` (a periodic tick runs once even
+      if two schedulers sent it), ``Prometheus`` and ``DeadWorkerRecovery`` (a killed worker's
+      unacked messages come back on a clock, not by chance).
     - ``RateLimits`` and ``Mutex`` after those: they skip (defer) messages, and placed later
       the earlier middleware's before/after-skip hooks stay paired. Declared in every process
       type, since web and CLI declare the actors whose options they read.
@@ -58,7 +62,10 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
         Guardrails(max_message_bytes=settings.max_message_bytes),
         UniqueEnqueue(client=get_redis),
     ]
-    stack += [middleware() for middleware in default_middleware]
+    stack += [
+        DurableRetries() if middleware is Retries else middleware()
+        for middleware in default_middleware
+    ]
     stack.append(CurrentMessage())
     if for_process_type in WORKER_PROCESS_TYPES:
         stack.append(CoalesceShutdownSignals())
@@ -69,6 +76,7 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
 
         stack.append(Prometheus())
         stack.append(ConsumerRegistry())
+        stack.append(DeadWorkerRecovery())
     stack += [
         RateLimits(client=get_redis, on_defer=count_rate_limit_deferral),
         Mutex(client=get_redis, on_contention=count_lock_contention),
@@ -101,14 +109,19 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
 
 
 @functools.cache
+@exit_on_settings_error
 def setup_broker() -> Broker:
     """Configure this process once: Sentry, the JSON encoder and the global broker, which
-    takes over every actor declared before it."""
+    takes over every actor declared before it.
+
+    A bad setting ends the process with one line on stderr: Dramatiq's and gunicorn's workers
+    call this, and would otherwise print the error with a traceback.
+    """
     settings = load_settings()
     init_sentry(settings)
-    configure_logging(os.environ)
+    configure_logging()
     dramatiq.set_encoder(JSONEncoder())
-    broker = build_broker(settings, for_process_type=process_type())
+    broker = build_broker(settings, for_process_type=settings.process_type)
     dramatiq.set_broker(broker)
     adopt_declared_actors(broker)
     return broker

@@ -22,13 +22,20 @@ class BrokerNotBuilt(RuntimeError):
 
 
 class DeclaredActors(Broker):
-    """The placeholder: holds the actors declared so far; it cannot send or consume."""
+    """The placeholder: holds the actors declared so far; it cannot send or consume.
+
+    It notes the options each actor was declared with: those are checked against the real
+    broker's middleware on adoption, while options set later (periodiq's ``periodic``, which
+    ``scheduler.jobs`` adds to scheduled actors) are not declarations.
+    """
 
     def __init__(self) -> None:
         super().__init__(middleware=[])
+        self.declared_options: dict[str, dict[str, Any]] = {}
 
     def declare_actor(self, actor: Actor[Any, Any]) -> None:
         self.actors[actor.actor_name] = actor
+        self.declared_options[actor.actor_name] = dict(actor.options)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         raise BrokerNotBuilt(
@@ -59,7 +66,8 @@ def check_options(broker: Broker, actor_name: str, options: dict[str, Any]) -> N
 def adopt_declared_actors(broker: Broker) -> None:
     """Move every actor declared on the placeholder to ``broker``, the process's own."""
     for actor in list(_placeholder.actors.values()):
-        check_options(broker, actor.actor_name, actor.options)
+        check_options(broker, actor.actor_name, _placeholder.declared_options[actor.actor_name])
         actor.broker = broker
         broker.declare_actor(actor)
     _placeholder.actors.clear()
+    _placeholder.declared_options.clear()

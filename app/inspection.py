@@ -1,10 +1,7 @@
 """Looking into the broker and the work in flight: what Celery's inspect, purge and Flower gave.
 
-Dramatiq's Redis broker keeps, per queue ``q`` (``dramatiq/brokers/redis/dispatch.lua``):
-``dramatiq:q`` the ready list of message ids, oldest first (enqueue pushes right, fetch pops
-left); ``dramatiq:q.msgs`` the encoded messages by id; ``dramatiq:q.DQ`` and ``.DQ.msgs`` the
-delayed ones; ``dramatiq:q.XQ`` the dead letters, scored by when they died (ms), with their
-messages, as last enqueued, in ``dramatiq:q.XQ.msgs``.
+It reads and moves what Dramatiq's Redis broker keeps per queue (``chunking.redis_keys``): the
+ready list and its messages, the delayed ones, and the dead letters with their messages.
 
 Every function takes the queue names to look at, which callers read from the broker's declared
 queues: listings and metric labels stay bounded by the code, never by what is in Redis. The
@@ -17,7 +14,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from dramatiq.common import current_millis
@@ -25,9 +22,17 @@ from sqlalchemy import Connection, func, inspect, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, JobStatus
+from app.dead_letters import reason_key
 from app.middleware.metrics import CONSUMERS_KEY, DUE_AT_OPTION, due_at_ms, heartbeats_key
-from app.queues import NAMESPACE, queue_depths
+from app.queues import queue_depths
 from chunking.models import ChunkRun
+from chunking.redis_keys import (
+    NAMESPACE,
+    dead_letters_key,
+    dead_messages_key,
+    messages_key,
+    queue_key,
+)
 
 # KEYS: the ready list, its messages hash. The oldest ready message's data, or nil.
 _HEAD = """
@@ -36,7 +41,7 @@ if not id then return false end
 return redis.call("HGET", KEYS[2], id)
 """
 
-# KEYS: dead letters (sorted set), their messages, the ready list, its messages.
+# KEYS: dead letters (sorted set), their messages, the ready list, its messages, the reason.
 # ARGV: the Redis id, the data as read, the data to enqueue. Moves the message only if its data
 # is unchanged (compare-and-move): 1 moved, 0 gone or changed, -1 its id is already queued
 # (never overwrite a queued message, nor list its id twice: it would run twice).
@@ -45,6 +50,7 @@ if redis.call("HGET", KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 if redis.call("HEXISTS", KEYS[4], ARGV[1]) == 1 then return -1 end
 redis.call("ZREM", KEYS[1], ARGV[1])
 redis.call("HDEL", KEYS[2], ARGV[1])
+redis.call("DEL", KEYS[5])
 redis.call("HSET", KEYS[4], ARGV[1], ARGV[3])
 redis.call("RPUSH", KEYS[3], ARGV[1])
 return 1
@@ -83,7 +89,7 @@ def queue_stats(
     head = client.register_script(_HEAD)
     pipe = client.pipeline(transaction=False)
     for name in names:
-        head(keys=[_key(name), _key(f"{name}.msgs")], client=pipe)
+        head(keys=[queue_key(name), messages_key(name)], client=pipe)
     heads = pipe.execute()
     return [
         QueueStats(
@@ -118,12 +124,16 @@ class DeadLetter:
 
     Redis keys it by ``redis_id``, the ``redis_message_id`` option the broker gives each enqueue
     (a retry gets a new one); people know it by ``message_id``, the id logs and Sentry show.
+    ``reason`` says why it died (None for one dead-lettered by a broker that keeps no reason);
+    ``payload`` is the stored text when it is not a message at all.
     """
 
     queue_name: str
     redis_id: str
     dead_at_ms: int
     message: dict[str, Any]
+    reason: str | None = None
+    payload: str | None = None
 
     @property
     def message_id(self) -> str:
@@ -146,8 +156,13 @@ class DeadLetter:
             "retries": self.retries,
             "dead_at": _iso(self.dead_at_ms),
             "sent_at": _iso(self.message.get("message_timestamp")),
+            "reason": self.reason,
         }
-        return {**summary, "message": self.message} if with_message else summary
+        if not with_message:
+            return summary
+        if self.payload is not None:
+            return {**summary, "payload": self.payload}
+        return {**summary, "message": self.message}
 
 
 def list_dead_letters(
@@ -157,7 +172,7 @@ def list_dead_letters(
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.zrange(_key(f"{name}.XQ"), 0, limit - 1, withscores=True)
+        pipe.zrange(dead_letters_key(name), 0, limit - 1, withscores=True)
     found = [
         (score, name, _text(redis_id))
         for name, members in zip(names, pipe.execute(), strict=True)
@@ -166,11 +181,13 @@ def list_dead_letters(
     oldest = sorted(found)[:limit]
     pipe = client.pipeline(transaction=False)
     for _, name, redis_id in oldest:
-        pipe.hget(_key(f"{name}.XQ.msgs"), redis_id)
+        pipe.hget(dead_messages_key(name), redis_id)
+        pipe.get(reason_key(name, redis_id))
+    answers = pipe.execute()
     return [
-        DeadLetter(name, redis_id, int(score), _decode(data) or {})
-        for (score, name, redis_id), data in zip(oldest, pipe.execute(), strict=True)
-        if data is not None
+        _dead_letter(name, redis_id, score, answers[2 * i], answers[2 * i + 1])
+        for i, (score, name, redis_id) in enumerate(oldest)
+        if answers[2 * i] is not None
     ]
 
 
@@ -185,21 +202,23 @@ def find_dead_letter(
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.zscore(_key(f"{name}.XQ"), message_id)
-        pipe.hget(_key(f"{name}.XQ.msgs"), message_id)
+        pipe.zscore(dead_letters_key(name), message_id)
+        pipe.hget(dead_messages_key(name), message_id)
+        pipe.get(reason_key(name, message_id))
     answers = pipe.execute()
     for i, name in enumerate(names):
-        score, data = answers[2 * i], answers[2 * i + 1]
+        score, data, reason = answers[3 * i : 3 * i + 3]
         if score is not None and data is not None:
-            return DeadLetter(name, message_id, int(score), _decode(data) or {})
+            return _dead_letter(name, message_id, score, data, reason)
     for name in names:
-        for redis_id, data in client.hscan_iter(_key(f"{name}.XQ.msgs"), count=500):
+        for redis_id, data in client.hscan_iter(dead_messages_key(name), count=500):
             message = _decode(data)
             if message is None or message.get("message_id") != message_id:
                 continue
-            score = client.zscore(_key(f"{name}.XQ"), redis_id)
+            score = client.zscore(dead_letters_key(name), redis_id)
             if score is not None:
-                return DeadLetter(name, _text(redis_id), int(score), message)
+                reason = client.get(reason_key(name, _text(redis_id)))
+                return _dead_letter(name, _text(redis_id), score, data, reason)
     return None
 
 
@@ -215,12 +234,18 @@ def requeue_dead_letter(
     ``"changed"`` when it was nacked again between the read and the move (run it again).
     """
     now_ms = current_millis() if now_ms is None else now_ms
-    dead_messages = _key(f"{queue_name}.XQ.msgs")
+    dead_messages = dead_messages_key(queue_name)
     data = client.hget(dead_messages, redis_id)
     if data is None:
         return "missing"
     fresh = _revived(_decode(data) or {}, queue_name, now_ms)
-    keys = [_key(f"{queue_name}.XQ"), dead_messages, _key(queue_name), _key(f"{queue_name}.msgs")]
+    keys = [
+        dead_letters_key(queue_name),
+        dead_messages,
+        queue_key(queue_name),
+        messages_key(queue_name),
+        reason_key(queue_name, redis_id),
+    ]
     moved = int(client.register_script(_REQUEUE)(keys=keys, args=[redis_id, data, fresh]))
     return {1: "requeued", -1: "already_queued"}.get(moved, "changed")
 
@@ -231,7 +256,7 @@ def requeue_all(
     """Requeue every dead letter of the queues; count the outcomes."""
     outcomes = dict.fromkeys(("requeued", "missing", "already_queued", "changed"), 0)
     for name in queue_names:
-        redis_ids: list[bytes] = client.zrange(_key(f"{name}.XQ"), 0, -1)  # type: ignore[assignment]
+        redis_ids = cast(list[bytes], client.zrange(dead_letters_key(name), 0, -1))
         for redis_id in redis_ids:
             outcome = requeue_dead_letter(client, name, _text(redis_id), now_ms=now_ms)
             outcomes[outcome] += 1
@@ -243,17 +268,31 @@ def dead_letter_counts(client: redis.Redis, queue_names: Iterable[str]) -> dict[
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.zcard(_key(f"{name}.XQ"))
+        pipe.zcard(dead_letters_key(name))
     return {name: int(count) for name, count in zip(names, pipe.execute(), strict=True)}
 
 
 def purge_dead_letters(client: redis.Redis, queue_names: Iterable[str]) -> dict[str, int]:
-    """Delete every dead letter of the queues in one transaction; how many each queue lost."""
+    """Delete every dead letter of the queues in one transaction; how many each queue lost.
+
+    Their reasons go too; the reason of one dead-lettered while this runs outlives it until its
+    own expiry.
+    """
     names = list(queue_names)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.zrange(dead_letters_key(name), 0, -1)
+    reasons = [
+        reason_key(name, _text(redis_id))
+        for name, redis_ids in zip(names, pipe.execute(), strict=True)
+        for redis_id in redis_ids
+    ]
     pipe = client.pipeline(transaction=True)
     for name in names:
-        pipe.zcard(_key(f"{name}.XQ"))
-        pipe.delete(_key(f"{name}.XQ"), _key(f"{name}.XQ.msgs"))
+        pipe.zcard(dead_letters_key(name))
+        pipe.delete(dead_letters_key(name), dead_messages_key(name))
+    if reasons:
+        pipe.delete(*reasons)
     answers = pipe.execute()
     return {name: int(answers[2 * i]) for i, name in enumerate(names)}
 
@@ -346,6 +385,31 @@ def _age_s(message: dict[str, Any] | None, now_ms: int) -> float:
     return max(0, now_ms - due) / 1000
 
 
+def _dead_letter(
+    queue_name: str, redis_id: str, score: float, data: bytes | str, reason: bytes | str | None
+) -> DeadLetter:
+    message = _decode(data)
+    return DeadLetter(
+        queue_name,
+        redis_id,
+        int(score),
+        message or {},
+        reason=None if reason is None else _text(reason),
+        payload=None if message is not None else _readable(data),
+    )
+
+
+def _readable(data: bytes | str, chars: int = 2_000) -> str:
+    """Stored data as text for a reader (escaped unless printable), cut to ``chars``."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+    except UnicodeDecodeError:
+        text = repr(data)
+    if not text.isprintable():
+        text = repr(text)
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
 def _decode(data: bytes | str | None) -> dict[str, Any] | None:
     """A stored message as a dict; None when absent or not fintask's JSON."""
     if data is None:
@@ -365,7 +429,3 @@ def _iso(ms: object) -> str | None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _key(name: str) -> str:
-    return f"{NAMESPACE}:{name}"

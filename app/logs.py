@@ -17,10 +17,7 @@ from collections.abc import Mapping
 
 from dramatiq.middleware import CurrentMessage
 
-from app.settings import SettingsError
-
-#: The values ``LOG_FORMAT`` accepts.
-LOG_FORMATS = ("text", "json")
+from app.settings import load_settings
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,17 +46,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(environ: Mapping[str, str]) -> bool:
+def configure_logging(environ: Mapping[str, str] | None = None) -> bool:
     """Switch the root logger's handlers to JSON when ``LOG_FORMAT=json``; True if it did.
 
-    Call it after the process's own logging setup (Dramatiq's worker processes set theirs up
-    before they import the broker module), so that the handlers and levels it chose are kept
-    and only their format changes. A process with no handler yet gets one on stderr.
+    ``LOG_FORMAT`` is read through the settings of ``environ`` (default: ``os.environ``), so a
+    typo fails like any other setting. Call it after the process's own logging setup
+    (Dramatiq's worker processes set theirs up before they import the broker module), so that
+    the handlers and levels it chose are kept and only their format changes. A process with no
+    handler yet gets one on stderr.
     """
-    log_format = environ.get("LOG_FORMAT", "").strip().lower() or "text"
-    if log_format not in LOG_FORMATS:
-        raise SettingsError(f"LOG_FORMAT={log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
-    if log_format == "text":
+    if load_settings(environ).log_format == "text":
         return False
     root = logging.getLogger()
     if not root.handlers:

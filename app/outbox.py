@@ -14,38 +14,49 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
-from sqlalchemy import ColumnElement, Engine, event, select, update
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import ColumnElement, Engine, select, update
+from sqlalchemy.orm import Session
 
 from app.db.models import OutboxMessage, utcnow
 from app.middleware.guardrails import MessageRejected, argument_problems
+from app.middleware.locks import AlreadyPending
+from chunking.after_commit import AfterCommit
 from chunking.bulk import enqueue_many
 
 logger = logging.getLogger(__name__)
-
-_PENDING_KEY = "fintask.outbox.pending"
-_LISTENING_KEY = "fintask.outbox.listening"
 
 #: An unsent row younger than this is still the committing process's to send.
 RELAY_GRACE = dt.timedelta(seconds=30)
 RELAY_BATCH = 500
 
 
-def enqueue_after_commit(
-    session: Session, actor_name: str, *, kwargs: dict[str, Any], delay_ms: int | None = None
-) -> str:
-    """Send ``actor_name(**kwargs)`` once ``session``'s transaction commits; return the id.
+@dataclass(frozen=True)
+class ActorRef:
+    """An actor as a flow names it, without importing ``actors/``: its name and its queue.
 
-    Flows name the actor instead of importing it (pipelines never import ``actors/``). The
-    arguments are checked now, so a bad one fails the caller's transaction, not the relay.
+    The queue travels with the outbox row, so sending it needs no actor registry: any process
+    can relay any row. ``tests/unit/test_house_rules.py`` checks each ref against the actor.
+    """
+
+    actor_name: str
+    queue_name: str
+
+
+def enqueue_after_commit(
+    session: Session, actor: ActorRef, *, kwargs: dict[str, Any], delay_ms: int | None = None
+) -> str:
+    """Send ``actor(**kwargs)`` once ``session``'s transaction commits; return the message id.
+
+    The arguments are checked now, so a bad one fails the caller's transaction, not the relay.
     """
     for name, problem in argument_problems((), kwargs):
-        raise MessageRejected(f"actor {actor_name!r}: argument {name!r} {problem}")
+        raise MessageRejected(f"actor {actor.actor_name!r}: argument {name!r} {problem}")
     message_id = str(uuid.uuid4())
-    _record(session, message_id, actor_name, kwargs, delay_ms)
+    _record(session, message_id, actor.actor_name, actor.queue_name, kwargs, delay_ms)
     return message_id
 
 
@@ -62,34 +73,38 @@ def outbox_sender(
             raise MessageRejected(
                 f"actor {message.actor_name!r}: outbox messages take keyword arguments only"
             )
-        _record(session, message.message_id, message.actor_name, message.kwargs, delay_ms)
+        _record(
+            session,
+            message.message_id,
+            message.actor_name,
+            message.queue_name,
+            message.kwargs,
+            delay_ms,
+        )
 
 
 def _record(
     session: Session,
     message_id: str,
     actor_name: str,
+    queue_name: str,
     kwargs: dict[str, Any],
     delay_ms: int | None,
 ) -> None:
     row = OutboxMessage(
-        message_id=message_id, actor_name=actor_name, kwargs=kwargs, delay_ms=delay_ms
+        message_id=message_id,
+        actor_name=actor_name,
+        queue_name=queue_name,
+        kwargs=kwargs,
+        delay_ms=delay_ms,
     )
     session.add(row)
     session.flush()
-    if not session.info.get(_LISTENING_KEY):
-        session.info[_LISTENING_KEY] = True
-        event.listen(session, "after_commit", _send_pending)
-        event.listen(session, "after_soft_rollback", _forget_pending)
-    session.info.setdefault(_PENDING_KEY, []).append(row.id)
+    # A rolled-back SAVEPOINT leaves ids of rows that no longer exist: the relay skips them.
+    _SEND_AFTER_COMMIT.add(session, row.id)
 
 
-def _send_pending(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a SAVEPOINT was released: the outer transaction has not committed yet
-    ids = session.info.pop(_PENDING_KEY, [])
-    if not ids:
-        return
+def _send_committed(session: Session, ids: list[int]) -> None:
     try:
         relay(session.get_bind(), ids=ids)  # type: ignore[arg-type]
     except Exception:
@@ -97,10 +112,7 @@ def _send_pending(session: Session) -> None:
         logger.exception("Sending %d outbox message(s) after commit failed", len(ids))
 
 
-def _forget_pending(session: Session, previous: SessionTransaction) -> None:
-    # A rolled-back SAVEPOINT leaves ids of rows that no longer exist: the relay skips them.
-    if not previous.nested:
-        session.info.pop(_PENDING_KEY, None)
+_SEND_AFTER_COMMIT: AfterCommit[int] = AfterCommit(flush=_send_committed)
 
 
 def relay(engine: Engine, *, ids: Sequence[int] | None = None) -> int:
@@ -137,7 +149,9 @@ def _relay_batch(engine: Engine, which: ColumnElement[bool]) -> int:
         for row in rows:
             by_delay.setdefault(row.delay_ms, []).append(_message(broker, row))
         for delay_ms, messages in by_delay.items():
-            enqueue_many(broker, messages, delay_ms=delay_ms)
+            # A message refused as already pending (unique_key) is done as far as its row
+            # goes: the pending message does the work.
+            enqueue_many(broker, messages, delay_ms=delay_ms, skip=(AlreadyPending,))
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_([row.id for row in rows]))
@@ -148,7 +162,8 @@ def _relay_batch(engine: Engine, which: ColumnElement[bool]) -> int:
 
 def _message(broker: dramatiq.Broker, row: OutboxMessage) -> dramatiq.Message[Any]:
     return dramatiq.Message(
-        queue_name=broker.get_actor(row.actor_name).queue_name,
+        # A row of the release before the queue was stored finds it in this process's registry.
+        queue_name=row.queue_name or broker.get_actor(row.actor_name).queue_name,
         actor_name=row.actor_name,
         args=(),
         kwargs=row.kwargs,

@@ -73,7 +73,9 @@ class ProviderError(ProviderFailure):
 
 
 @dataclass(frozen=True)
-class ProviderAccount:
+class RemoteAccount:
+    """An account as the provider answers it; fintask's own row is ``models.ProviderAccount``."""
+
     external_id: str
     user_id: int
     name: str
@@ -146,12 +148,12 @@ class ProviderClient:
         settings = settings or load_settings()
         return cls(base_url=settings.provider_url, timeout_s=timeout_s)
 
-    def list_accounts(self, user_id: int) -> list[ProviderAccount]:
+    def list_accounts(self, user_id: int) -> list[RemoteAccount]:
         """Every account a user has linked at the provider."""
         response = self._request("GET", f"/users/{user_id}/accounts")
         return _parse(response, lambda body: [_account(a) for a in body["accounts"]])
 
-    def get_account(self, external_id: str) -> ProviderAccount:
+    def get_account(self, external_id: str) -> RemoteAccount:
         """One account with its current balance."""
         return _parse(self._request("GET", f"/accounts/{_segment(external_id)}"), _account)
 
@@ -268,8 +270,8 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _account(body: Mapping[str, Any]) -> ProviderAccount:
-    return ProviderAccount(
+def _account(body: Mapping[str, Any]) -> RemoteAccount:
+    return RemoteAccount(
         external_id=str(body["external_id"]),
         user_id=int(body["user_id"]),
         name=str(body["name"]),

@@ -1,7 +1,7 @@
-"""Queue depths read straight from the Redis keys of Dramatiq's Redis broker.
+"""Queue depths by state, read from the Redis keys of Dramatiq's Redis broker.
 
-``dramatiq:<q>`` is the ready list, ``dramatiq:<q>.DQ`` holds delayed messages no worker has
-fetched yet, and ``dramatiq:<q>.XQ`` is the dead-letter sorted set.
+The ready list, the delayed messages no worker has fetched yet, and the dead letters
+(``chunking.redis_keys`` names the keys).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
-from dramatiq.common import dq_name, q_name
+from dramatiq.common import q_name
 
-NAMESPACE = "dramatiq"
+from chunking.redis_keys import NAMESPACE, dead_letters_key, delay_queue_key, queue_key
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ def queue_depths(
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.llen(f"{namespace}:{name}")
-        pipe.llen(f"{namespace}:{dq_name(name)}")
-        pipe.zcard(f"{namespace}:{name}.XQ")
+        pipe.llen(queue_key(name, namespace=namespace))
+        pipe.llen(delay_queue_key(name, namespace=namespace))
+        pipe.zcard(dead_letters_key(name, namespace=namespace))
     counts = pipe.execute()
     return [
         QueueDepth(name, *(int(c) for c in counts[i * 3 : i * 3 + 3]))

@@ -1,46 +1,203 @@
 """Settings read from the environment, validated once, with errors that name the variable.
 
-Every process type (web, workers, scheduler, CLI) reads the same variables, so a value that is
-wrong fails the same way everywhere and before any work starts.
+Every process type (web, workers, scheduler, CLI) reads the same variables through one
+``Settings``, so a value that is wrong fails the same way everywhere and before any work
+starts: in one line that names the variable, shows its value with any password hidden and says
+what was expected. URLs that may carry credentials are ``SecretStr``: a repr or a log of the
+settings shows ``**********`` in their place.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+import sys
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any, Literal, ParamSpec, TypeVar, get_args, get_origin
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+
+from annotated_types import Ge, Le
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Process types of the Procfile that run Dramatiq workers, and so export Dramatiq's metrics.
 WORKER_PROCESS_TYPES = ("worker", "worker_urgent")
 
+#: The exit status of a process stopped by a bad setting: gunicorn's "App failed to load", the
+#: one status (with 3) that makes its master stop instead of restarting the worker forever.
+CONFIGURATION_ERROR_EXIT = 4
+
+#: The pydantic error type of fintask's own checks, whose message is already the reason.
+_SETTING_ERROR = "setting"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class SettingsError(ValueError):
     """An environment variable is missing or malformed; the message names it and says why."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The validated configuration of one fintask process."""
+class Settings(BaseSettings):
+    """The validated configuration of one fintask process: one field per environment variable.
 
-    redis_url: str | None
-    broker_url: str | None
-    database_url: str
-    var_dir: Path
-    sentry_dsn: str | None
-    sentry_environment: str
-    smtp_url: str
-    provider_url: str
-    push_url: str
-    metrics_ports: Mapping[str, int] = field(default_factory=dict)
-    heartbeat_timeout_ms: int = 60_000
-    maintenance_chance_per_million: int = 1_000
-    notification_claim_timeout_ms: int = 45_000
-    max_message_bytes: int = 16_384
-    worker_max_memory_mb: int | None = None
+    Built by ``load_settings``, which passes the environment (the process's, or the one a test
+    or ``fintask run`` gives) and turns a validation error into one ``SettingsError`` line.
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        validate_default=True,
+    )
+
+    redis_url_secret: SecretStr | None = Field(None, validation_alias="REDIS_URL")
+    broker_url: str | None = Field(None, validation_alias="BROKER_URL")
+    database_url_secret: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    var_dir: Path = Field(PROJECT_ROOT / "var", validation_alias="FINTASK_VAR_DIR")
+    #: The Procfile process type, set by ``fintask process TYPE`` (``cli`` outside the Procfile).
+    process_type: str = Field("cli", validation_alias="FINTASK_PROCESS_TYPE")
+    sentry_dsn_secret: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
+    sentry_environment: str = Field("development", validation_alias="SENTRY_ENVIRONMENT")
+    smtp_url_secret: SecretStr = Field(
+        SecretStr("smtp://127.0.0.1:1025"), validation_alias="SMTP_URL"
+    )
+    provider_url: str = Field("http://127.0.0.1:8001", validation_alias="PROVIDER_URL")
+    push_url: str = Field("http://127.0.0.1:8002/push", validation_alias="PUSH_URL")
+    metrics_port_worker: int = Field(9191, ge=1, le=65535, validation_alias="METRICS_PORT_WORKER")
+    metrics_port_worker_urgent: int = Field(
+        9192, ge=1, le=65535, validation_alias="METRICS_PORT_WORKER_URGENT"
+    )
+    metrics_host: str = Field("0.0.0.0", validation_alias="METRICS_HOST")
+    heartbeat_timeout_ms: int = Field(
+        60_000, ge=1_000, le=3_600_000, validation_alias="HEARTBEAT_TIMEOUT_MS"
+    )
+    maintenance_chance_per_million: int = Field(
+        1_000, ge=1, le=1_000_000, validation_alias="BROKER_MAINTENANCE_CHANCE"
+    )
+    notification_claim_timeout_ms: int = Field(
+        45_000, ge=1_000, le=3_600_000, validation_alias="NOTIFICATION_CLAIM_TIMEOUT_MS"
+    )
+    max_message_bytes: int = Field(
+        16_384, ge=256, le=1_048_576, validation_alias="MAX_MESSAGE_BYTES"
+    )
+    worker_max_memory_mb: int | None = Field(
+        None, ge=32, le=1_048_576, validation_alias="WORKER_MAX_MEMORY_MB"
+    )
+    refresh_deadline_s: float = Field(300, ge=1, le=86_400, validation_alias="REFRESH_DEADLINE_S")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
+    #: Read by Dramatiq itself at import, where a typo is a traceback; checked here first.
+    queue_prefetch: int | None = Field(
+        None, ge=0, le=65535, validation_alias="dramatiq_queue_prefetch"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the variables ``load_settings`` passes, so that a given environment stands alone.
+
+        Neither the process's own variables nor a ``.env`` file or a secrets directory are
+        mixed into a mapping a test passes, or change a process behind its back.
+        """
+        return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        """A variable set to blanks counts as unset (``REDIS_URL=`` in a shell or Procfile)."""
+        if not isinstance(data, Mapping):
+            return data
+        return {
+            name: value.strip() if isinstance(value, str) else value
+            for name, value in data.items()
+            if not (isinstance(value, str) and not value.strip())
+        }
+
+    @field_validator("redis_url_secret", mode="before")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_redis_url(value)
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, schemes={"stub"}, hostless={"stub"})
+
+    @field_validator("database_url_secret", mode="before")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_database_url(value)
+
+    @field_validator("sentry_dsn_secret", mode="before")
+    @classmethod
+    def _sentry_dsn(cls, value: str | None) -> str | None:
+        return None if value is None else check_sentry_dsn(value)
+
+    @field_validator("smtp_url_secret", mode="before")
+    @classmethod
+    def _smtp_url(cls, value: str | SecretStr) -> str | SecretStr:
+        if isinstance(value, SecretStr):  # the default
+            return value
+        return check_url(value, schemes={"smtp", "smtps"})
+
+    @field_validator("provider_url", "push_url", mode="before")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_url(value, schemes={"http", "https"})
+
+    @field_validator("var_dir", mode="after")
+    @classmethod
+    def _var_dir(cls, value: Path) -> Path:
+        return check_writable_dir(value)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        return value.lower()
+
+    @property
+    def redis_url(self) -> str | None:
+        """``REDIS_URL`` in clear, for the clients that connect with it; never log it."""
+        return _reveal(self.redis_url_secret)
+
+    @property
+    def database_url(self) -> str:
+        """``DATABASE_URL`` in clear with its driver named, or SQLite under ``var_dir``."""
+        if self.database_url_secret is None:
+            return f"sqlite:///{self.var_dir / 'fintask.db'}"
+        return self.database_url_secret.get_secret_value()
+
+    @property
+    def sentry_dsn(self) -> str | None:
+        """``SENTRY_DSN`` in clear, for ``sentry_sdk.init``."""
+        return _reveal(self.sentry_dsn_secret)
+
+    @property
+    def smtp_url(self) -> str:
+        """``SMTP_URL`` in clear, user and password included, for the mail sender."""
+        return self.smtp_url_secret.get_secret_value()
+
+    @property
+    def metrics_ports(self) -> Mapping[str, int]:
+        """Each worker process type's Prometheus exposition port."""
+        return {
+            "worker": self.metrics_port_worker,
+            "worker_urgent": self.metrics_port_worker_urgent,
+        }
 
     @property
     def uses_stub_broker(self) -> bool:
@@ -53,84 +210,172 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate fintask's settings from ``environ`` (default: ``os.environ``)."""
+    """Read and validate fintask's settings from ``environ`` (default: ``os.environ``).
+
+    An explicit ``environ`` is the whole environment: nothing is read from the process's own.
+    """
     env = os.environ if environ is None else environ
-    var_dir = Path(env.get("FINTASK_VAR_DIR") or PROJECT_ROOT / "var").resolve()
-    broker_url = _optional_url(env, "BROKER_URL", {"stub"})
-    return Settings(
-        redis_url=_optional_url(env, "REDIS_URL", {"redis", "rediss", "unix"}),
-        broker_url=broker_url,
-        database_url=_database_url(env, var_dir),
-        var_dir=var_dir,
-        sentry_dsn=_optional_url(env, "SENTRY_DSN", {"http", "https"}),
-        sentry_environment=env.get("SENTRY_ENVIRONMENT", "development"),
-        smtp_url=_optional_url(env, "SMTP_URL", {"smtp", "smtps"}) or "smtp://127.0.0.1:1025",
-        provider_url=_optional_url(env, "PROVIDER_URL", {"http", "https"})
-        or "http://127.0.0.1:8001",
-        push_url=_optional_url(env, "PUSH_URL", {"http", "https"}) or "http://127.0.0.1:8002/push",
-        metrics_ports={
-            process_type: _int(env, f"METRICS_PORT_{process_type.upper()}", default, 1, 65535)
-            for process_type, default in (("worker", 9191), ("worker_urgent", 9192))
-        },
-        heartbeat_timeout_ms=_int(env, "HEARTBEAT_TIMEOUT_MS", 60_000, 1_000, 3_600_000),
-        maintenance_chance_per_million=_int(env, "BROKER_MAINTENANCE_CHANCE", 1_000, 1, 1_000_000),
-        notification_claim_timeout_ms=_int(
-            env, "NOTIFICATION_CLAIM_TIMEOUT_MS", 45_000, 1_000, 3_600_000
-        ),
-        max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 16_384, 256, 1_048_576),
-        worker_max_memory_mb=_optional_int(env, "WORKER_MAX_MEMORY_MB", 32, 1_048_576),
-    )
+    variables = {name: env[name] for name in _fields_by_variable() if name in env}
+    try:
+        return Settings.model_validate(variables)
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
 
 
-def _optional_url(env: Mapping[str, str], name: str, schemes: set[str]) -> str | None:
-    value = env.get(name, "").strip()
-    if not value:
+def exit_on_settings_error(entry_point: Callable[P, R]) -> Callable[P, R]:
+    """Make a bad setting end the process with one line on stderr, not a traceback.
+
+    For the entry points another program calls (Dramatiq's worker processes, gunicorn's
+    workers, the scheduler), which would otherwise print the exception with its traceback.
+    """
+
+    @functools.wraps(entry_point)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return entry_point(*args, **kwargs)
+        except SettingsError as error:
+            # One write, so that the lines of sibling worker processes never interleave.
+            sys.stderr.write(f"configuration error: {error}\n")
+            sys.stderr.flush()
+            raise SystemExit(CONFIGURATION_ERROR_EXIT) from None
+
+    return run
+
+
+def describe_errors(error: ValidationError) -> str:
+    """Every bad variable of ``error`` in one line: name, value (no password), what was expected."""
+    return "; ".join(_describe(detail) for detail in error.errors(include_url=False))
+
+
+def _describe(detail: ErrorDetails) -> str:
+    name = str(detail["loc"][0]) if detail["loc"] else "the environment"
+    if detail["type"] == _SETTING_ERROR:
+        reason = detail["msg"]
+    else:
+        field = _fields_by_variable().get(name)
+        expected = _expected(field) if field is not None else None
+        reason = f"expected {expected}" if expected else detail["msg"]
+    return f"{name}={redact(str(detail['input']))!r}: {' '.join(reason.splitlines())}"
+
+
+@functools.cache
+def _fields_by_variable() -> dict[str, FieldInfo]:
+    return {str(f.validation_alias): f for f in Settings.model_fields.values()}
+
+
+def _expected(field: FieldInfo) -> str | None:
+    """What a variable must hold, said from its field's type and bounds."""
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(map(str, get_args(field.annotation)))
+    low = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+    if low is None or high is None:
         return None
-    scheme = urlsplit(value).scheme
-    if scheme not in schemes:
-        expected = ", ".join(f"{s}://" for s in sorted(schemes))
-        raise SettingsError(f"{name}={value!r}: the scheme must be one of {expected}")
-    if scheme not in {"stub", "unix"} and not urlsplit(value).hostname:
-        raise SettingsError(f"{name}={value!r}: the URL names no host")
+    whole = field.annotation is int or int in get_args(field.annotation)
+    return f"{'a whole number' if whole else 'a number'} from {low} to {high}"
+
+
+def _invalid(reason: str) -> PydanticCustomError:
+    return PydanticCustomError(_SETTING_ERROR, "{reason}", {"reason": reason})
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&#]*")
+
+
+def redact(value: str) -> str:
+    """``value`` with any password hidden: a URL's after ``user:``, and ``password=`` in a query.
+
+    Parsed by hand rather than with ``urlsplit``, so that a URL too malformed to parse is
+    hidden as well; an ``@`` in a password (unencoded) still hides the whole password.
+    """
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        scheme, rest = "", value
+    userinfo, at, location = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{location}"
+    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}{separator}{rest}")
+
+
+def check_url(value: str, *, schemes: Collection[str], hostless: Collection[str] = ()) -> str:
+    """``value`` if it is a URL of one of ``schemes`` with a host (unless ``hostless``) and a
+    valid port; otherwise a pydantic error that says which part is wrong."""
+    _split_url(value, schemes=schemes, hostless=hostless)
     return value
 
 
-def _database_url(env: Mapping[str, str], var_dir: Path) -> str:
-    value = env.get("DATABASE_URL", "").strip()
-    if not value:
-        return f"sqlite:///{var_dir / 'fintask.db'}"
-    # Heroku-style URLs say postgres://; SQLAlchemy needs the driver named.
+def check_redis_url(value: str) -> str:
+    """A URL redis-py connects with, its database a number: redis-py would use 0 for a typo."""
+    parts = _split_url(value, schemes={"redis", "rediss", "unix"}, hostless={"unix"})
+    database = parse_qs(parts.query).get("db", [""])[0]
+    if not database and parts.scheme != "unix":
+        database = unquote(parts.path).replace("/", "")
+    if parts.scheme == "unix" and not parts.path:
+        raise _invalid("the URL names no socket path (unix:///PATH?db=DB)")
+    if database and not database.isdigit():
+        raise _invalid("the database must be a whole number (redis://HOST:PORT/DB or ?db=DB)")
+    return value
+
+
+def check_database_url(value: str) -> str:
+    """A SQLite or PostgreSQL URL, with Heroku's ``postgres://`` given the psycopg driver."""
     for prefix in ("postgres://", "postgresql://"):
         if value.startswith(prefix):
             value = "postgresql+psycopg://" + value[len(prefix) :]
     if not value.startswith(("sqlite://", "postgresql+psycopg://")):
-        raise SettingsError(
-            f"DATABASE_URL={_redact(value)!r}: fintask supports sqlite:///PATH and "
-            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/NAME"
+        raise _invalid(
+            "fintask supports sqlite:///PATH and postgresql+psycopg://USER:PASSWORD@HOST:PORT/NAME"
         )
+    # libpq may take the host from the query (a Unix socket), so a missing one is no error.
+    _split_url(
+        value, schemes={"sqlite", "postgresql+psycopg"}, hostless={"sqlite", "postgresql+psycopg"}
+    )
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def check_sentry_dsn(value: str) -> str:
+    """A DSN sentry-sdk accepts; its own check would fail later, with a traceback."""
+    parts = _split_url(value, schemes={"http", "https"})
+    if not parts.username:
+        raise _invalid("the DSN names no public key (https://KEY@HOST/PROJECT_ID)")
+    if not parts.path.rsplit("/", 1)[-1].isdigit():
+        raise _invalid("the DSN does not end in a project id (https://KEY@HOST/PROJECT_ID)")
+    return value
+
+
+def check_writable_dir(path: Path) -> Path:
+    """``path`` made absolute, if fintask can write there or create it; it is not created here."""
+    path = path.resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _invalid(f"expected a directory, and {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _invalid(f"expected a directory fintask can write to, and {existing} is not writable")
+    return path
+
+
+def _split_url(
+    value: str, *, schemes: Collection[str], hostless: Collection[str] = ()
+) -> SplitResult:
     try:
-        value = int(raw)
+        parts = urlsplit(value)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value}: expected a number from {low} to {high}")
-    return value
-
-
-def _optional_int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
-    return _int(env, name, 0, low, high) if env.get(name, "").strip() else None
-
-
-def _redact(url: str) -> str:
-    """Hide the password of a URL so that an error message never leaks it."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+        raise _invalid("this is not a URL") from None
+    if parts.scheme not in schemes:
+        expected = ", ".join(f"{scheme}://" for scheme in sorted(schemes))
+        raise _invalid(f"the scheme must be one of {expected}")
+    if parts.scheme not in hostless and not parts.hostname:
+        raise _invalid("the URL names no host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _invalid("the port must be a whole number from 1 to 65535")
+    return parts

@@ -7,10 +7,18 @@ median and 841 ms worst at 2 msg/s). Here every enqueue also pushes a token on
 waits for a token with BLPOP, on a connection of its own, for at most ``worker_timeout``.
 
 A token only says "fetch now": messages still move through Dramatiq's own ``dispatch.lua``
-(enqueue, fetch, ack, nack, requeue), so acks, heartbeats, delayed messages, dead letters and
-the return of a dead worker's messages are Dramatiq's. A consumer that gets no token fetches at
-the timeout anyway: heartbeats keep their pace, and producers that push no tokens (a plain
-``RedisBroker`` during a deploy) are served as before, at poll speed.
+(enqueue, ack, requeue), so acks, heartbeats, delayed messages and the return of a dead
+worker's messages are Dramatiq's. A consumer that gets no token fetches at the timeout anyway:
+heartbeats keep their pace, and producers that push no tokens (a plain ``RedisBroker`` during a
+deploy) are served as before, at poll speed.
+
+Fetch and nack are fintask's scripts, each ``dispatch.lua``'s command plus one thing: the fetch
+answers each Redis id with its payload (Dramatiq's, payloads only), so a payload that is no
+runnable message is dead-lettered by its id at once while its neighbours run
+(``app.dead_letters``); the nack keeps the reason beside the dead letter. A lost connection,
+``redis.TimeoutError`` included (a stalled socket on a managed Redis), is ``ConnectionClosed``:
+Dramatiq restarts the consumer, and what the old one fetched but never handed to a worker
+thread goes back to its queue instead of waiting in its ack set for the process to die.
 
 The consumer also stops sleeping where Dramatiq's does: with its prefetch full it waits for an
 ack, and it blocks no longer than the eta of a delayed message it holds. So a prefetch equal to
@@ -36,6 +44,9 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from app.dead_letters import DEAD_LETTER_SCRIPT, failure_reason, reason_key, runnable_message
+from chunking.bulk import dispatch_args
+
 #: The most tokens a wake-up list keeps: each wakes one blocked consumer, so this is how many
 #: idle consumers of one queue a burst can wake at once; more would only cost empty fetches.
 WAKE_TOKENS_MAX = 64
@@ -57,6 +68,31 @@ REDIS_TICK_MS = 100
 
 #: How much longer than its longest BLPOP a blocking connection waits for Redis to answer.
 BLOCKING_SOCKET_MARGIN_S = 10.0
+
+#: What a lost connection looks like: redis-py's ``TimeoutError`` is no ``ConnectionError``.
+LOST_CONNECTION = (redis.ConnectionError, redis.TimeoutError)
+
+# dispatch.lua's fetch, answering each Redis message id with its payload (nil if gone):
+# {id, data, id, data, ...}. KEYS[1]: the namespace. ARGV: now (ms), the queue, the worker
+# (broker) id, how many to fetch.
+FETCH_SCRIPT = """
+local namespace, now, queue_name, worker_id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+redis.call("zadd", namespace .. ":__heartbeats__", now, worker_id)
+local queue = namespace .. ":" .. queue_name
+local acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
+local fetched = {}
+for _ = 1, tonumber(ARGV[4]) do
+    local message_id = redis.call("lpop", queue)
+    if not message_id then break end
+    redis.call("sadd", acks, message_id)
+    fetched[#fetched + 1] = message_id
+    fetched[#fetched + 1] = redis.call("hget", queue .. ".msgs", message_id)
+end
+return fetched
+"""
+
+#: A fetched message: its Redis id and its payload (None when its payload is gone).
+Fetched = tuple[str, bytes | None]
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
@@ -92,6 +128,11 @@ class WakeupRedisBroker(RedisBroker):
         super().__init__(**kwargs)
         self.wake_tokens_max = wake_tokens_max
         self.wake_tokens_ttl_ms = wake_tokens_ttl_ms
+        self.fetch_script = self.client.register_script(FETCH_SCRIPT)
+        self.dead_letter_script = self.client.register_script(DEAD_LETTER_SCRIPT)
+        # Fetched ids a closed consumer could not put back, by queue: its successor does.
+        self.stranded: dict[str, set[str]] = {}
+        self.stranded_lock = threading.Lock()
 
     @property
     def consumer_class(self) -> type[WakeupRedisConsumer]:
@@ -101,20 +142,6 @@ class WakeupRedisBroker(RedisBroker):
         """The wake-up list of ``queue_name`` under this broker's namespace."""
         return wake_key(self.namespace, queue_name)
 
-    def dispatch_args(self, command: str, queue_name: str, *args: Any) -> list[Any]:
-        """The ARGV of ``dispatch.lua``, in the order Dramatiq's ``RedisBroker._dispatch`` uses."""
-        return [
-            command,
-            current_millis(),
-            queue_name,
-            self.broker_id,
-            self.heartbeat_timeout,
-            self.dead_message_ttl,
-            self._should_do_maintenance(command),
-            self._max_unpack_size(),
-            *args,
-        ]
-
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
         """Dramatiq's enqueue, then a token on the queue's wake-up list, in one round trip.
 
@@ -123,7 +150,7 @@ class WakeupRedisBroker(RedisBroker):
         extra ``SCRIPT EXISTS`` round trip on every call.
         """
         dispatch = self.scripts["dispatch"]
-        args = self.dispatch_args("enqueue", queue_name, message_id, data)
+        args = dispatch_args(self, "enqueue", queue_name, message_id, data)
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             pipe.evalsha(dispatch.sha, 1, self.namespace, *args)
@@ -136,6 +163,54 @@ class WakeupRedisBroker(RedisBroker):
             dispatch.sha = self.client.script_load(dispatch.script)
         if isinstance(enqueued, Exception):
             raise enqueued
+
+    def fetch(self, queue_name: str, count: int) -> list[Fetched]:
+        """Fetch up to ``count`` messages into this worker's ack set, with their Redis ids.
+
+        The fetch keeps Dramatiq's maintenance chance: on a hit, Dramatiq's own maintenance of
+        the queue runs first.
+        """
+        if self._should_do_maintenance("fetch"):
+            dispatch = self.scripts["dispatch"]
+            dispatch(
+                keys=[self.namespace],
+                args=dispatch_args(self, "fetch", queue_name, 0, maintenance=True),
+            )
+        args: list[str | int] = [current_millis(), queue_name, self.broker_id, count]
+        flat = self.fetch_script(keys=[self.namespace], args=args)
+        return [(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def dead_letter(self, queue_name: str, redis_id: str, reason: str) -> bool:
+        """Move a message this worker fetched to the dead letters, keeping ``reason`` with it.
+
+        False if this worker no longer held it (it was recovered, or already settled).
+        """
+        key = reason_key(queue_name, redis_id, namespace=self.namespace)
+        args: list[str | int] = [current_millis(), queue_name, self.broker_id, redis_id]
+        args += [reason, self.dead_message_ttl]
+        return bool(self.dead_letter_script(keys=[self.namespace, key], args=args))
+
+    def hand_back(self, queue_name: str, redis_ids: Iterable[str]) -> None:
+        """Return fetched messages no worker thread got (and any stranded) to their queue.
+
+        On a lost connection they are kept for the queue's next consumer, which returns them
+        before it fetches; if the process ends first, they wait in its ack set for recovery.
+        """
+        with self.stranded_lock:
+            ids = self.stranded.pop(queue_name, set()) | set(redis_ids)
+        if not ids:
+            return
+        try:
+            self.do_requeue(queue_name, *ids)
+        except LOST_CONNECTION as error:
+            self.logger.warning(
+                "Could not return %d fetched messages to %r: %s", len(ids), queue_name, error
+            )
+            with self.stranded_lock:
+                self.stranded.setdefault(queue_name, set()).update(ids)
+            return
+        with suppress(redis.RedisError):
+            self.wake(queue_name, len(ids))
 
     def wake(self, queue_name: str, count: int = 1) -> None:
         """Push ``count`` tokens (at most ``wake_tokens_max``) on ``queue_name``'s wake-up list."""
@@ -181,19 +256,22 @@ class WakeupRedisConsumer(_RedisConsumer):
     where Dramatiq sleeps its backoff and leaves a lone thread idle (265 msg/s at 1 x 1).
     Either wait ends at ``timeout`` or when a delayed message it holds comes due.
 
-    The fetches, acks, nacks and requeues themselves are Dramatiq's, unchanged.
+    A fetched payload that is no runnable message is dead-lettered here, with its reason, and
+    the next one is handed out. Acks and requeues are Dramatiq's; nacks keep a reason.
     """
 
     def __init__(
         self, broker: WakeupRedisBroker, queue_name: str, prefetch: int, timeout: int
     ) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
+        self.broker: WakeupRedisBroker = broker
+        self.message_cache: list[Fetched] = []
         self.waiter = broker.blocking_client(timeout)
         self.wake_key = broker.wake_key(queue_name)
         self.room = threading.Event()
         self.full_since: float | None = None
-        # Delayed messages handed to the consumer thread and not yet acked, by id, with a
-        # min-heap of their etas (entries of released messages are skipped lazily).
+        # Delayed messages handed to the consumer thread and not yet settled, by Redis id,
+        # with a min-heap of their etas (entries of settled messages are skipped lazily).
         self.etas: dict[str, int] = {}
         self.due: list[tuple[int, str]] = []
 
@@ -201,14 +279,10 @@ class WakeupRedisConsumer(_RedisConsumer):
         try:
             while True:
                 if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    if data is None:
-                        self.logger.warning(
-                            "Found 'None' message in message cache for queue %r.",
-                            self.queue_name,
-                        )
+                    message = self._admit(*self.message_cache[0])
+                    self.message_cache.pop(0)
+                    if message is None:
                         continue
-                    message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
                     self._hold_eta(message)
                     return MessageProxy(message)
@@ -225,38 +299,69 @@ class WakeupRedisConsumer(_RedisConsumer):
                         self.room.wait(wait_s)  # more acks: one fetch serves them all
                         return None
                 self.full_since = None
-                self.message_cache = self.broker.do_fetch(self.queue_name, free)
+                self.broker.hand_back(self.queue_name, ())
+                self.message_cache = self.broker.fetch(self.queue_name, free)
                 if not self.message_cache:
                     self._wait_for_token()
                     return None
-        except redis.ConnectionError as e:
+        except LOST_CONNECTION as e:
             raise ConnectionClosed(e) from None
 
     def ack(self, message: MessageProxy) -> None:
         try:
-            super().ack(message)
+            self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
+        except LOST_CONNECTION as e:
+            raise ConnectionClosed(e) from None
         finally:
-            self._release(message.message_id)
+            self._release(message)
 
     def nack(self, message: MessageProxy) -> None:
+        """Dead-letter ``message`` with the reason it failed (the exception it carries)."""
+        reason = failure_reason(message._exception)
         try:
-            super().nack(message)
+            self.broker.dead_letter(self.queue_name, message.options["redis_message_id"], reason)
+        except LOST_CONNECTION as e:
+            raise ConnectionClosed(e) from None
         finally:
-            self._release(message.message_id)
+            self._release(message)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        """Dramatiq's requeue, then wake as many consumers elsewhere (best effort)."""
-        messages = list(messages)
-        super().requeue(messages)
-        for message in messages:
-            self.etas.pop(message.message_id, None)
-        if messages:
-            with suppress(redis.RedisError):
-                self.broker.wake(self.queue_name, len(messages))
+        """Return messages to the queue (on a lost connection, the next consumer does)."""
+        ids = [message.options["redis_message_id"] for message in messages]
+        for redis_id in ids:
+            self.etas.pop(redis_id, None)
+        self.broker.hand_back(self.queue_name, ids)
 
     def close(self) -> None:
+        """Return what was fetched and never handed to a worker thread, then disconnect.
+
+        That is the prefetched messages not yet handed out, and the delayed ones the consumer
+        thread dropped from memory without requeueing them (it does so on a lost connection).
+        """
+        undelivered = [redis_id for redis_id, _ in self.message_cache] + list(self.etas)
+        self.message_cache = []
+        self.etas.clear()
+        self.broker.hand_back(self.queue_name, undelivered)
         super().close()
         self.waiter.connection_pool.disconnect()
+
+    def _admit(self, redis_id: str, data: bytes | None) -> Message[Any] | None:
+        """The fetched message if a worker thread can run it; else it is settled here."""
+        if data is None:
+            # Settled elsewhere since its id was queued: only the id is left to drop.
+            self.logger.warning("Message %s of %r has no payload.", redis_id, self.queue_name)
+            self.broker.do_ack(self.queue_name, redis_id)
+            return None
+        message = runnable_message(self.broker, data, self.queue_name)
+        if isinstance(message, str):
+            self.logger.error(
+                "Dead-lettering message %s of %r: %s.", redis_id, self.queue_name, message
+            )
+            self.broker.dead_letter(self.queue_name, redis_id, message)
+            return None
+        # The id it was fetched by is the one to settle it by, whatever its payload says.
+        message.options["redis_message_id"] = redis_id
+        return message
 
     def _wait_for_token(self) -> None:
         timeout_ms = self._block_ms()
@@ -265,30 +370,31 @@ class WakeupRedisConsumer(_RedisConsumer):
         elif timeout_ms < self.timeout:
             time.sleep(max(timeout_ms, 0) / 1000)  # a delayed message is due within a tick
             return
-        try:
-            self.waiter.blpop([self.wake_key], timeout=timeout_ms / 1000)
-        except redis.TimeoutError as e:
-            # Redis did not answer well past the block: treat it as a lost connection, which
-            # the consumer thread handles by restarting this consumer.
-            raise ConnectionClosed(e) from None
+        self.waiter.blpop([self.wake_key], timeout=timeout_ms / 1000)
 
     def _block_ms(self) -> int:
         return block_ms(
             timeout_ms=self.timeout, next_eta_ms=self._next_eta(), now_ms=current_millis()
         )
 
-    def _hold_eta(self, message: Message) -> None:
+    def _hold_eta(self, message: Message[Any]) -> None:
         eta = message.options.get("eta")
         if isinstance(eta, int | float) and not isinstance(eta, bool):
             due_ms = math.ceil(eta)
-            self.etas[message.message_id] = due_ms
-            heapq.heappush(self.due, (due_ms, message.message_id))
+            redis_id = message.options["redis_message_id"]
+            self.etas[redis_id] = due_ms
+            heapq.heappush(self.due, (due_ms, redis_id))
 
     def _next_eta(self) -> int | None:
         while self.due and self.etas.get(self.due[0][1]) != self.due[0][0]:
             heapq.heappop(self.due)
         return self.due[0][0] if self.due else None
 
-    def _release(self, message_id: str) -> None:
-        self.etas.pop(message_id, None)
+    def _release(self, message: MessageProxy) -> None:
+        self.queued_message_ids.discard(message.message_id)
+        self.etas.pop(message.options["redis_message_id"], None)
         self.room.set()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -21,11 +21,11 @@ it with :func:`pause_run`, :func:`resume_run`, :func:`cancel_run`, and read
 :func:`run_progress`. Add :data:`metadata` (table ``chunking_runs``) to the host's Alembic.
 """
 
-from chunking.after_commit import EnqueueAfterCommit, SendAfterCommit
+from chunking.after_commit import AfterCommit, EnqueueAfterCommit, SendAfterCommit
 from chunking.bulk import enqueue_many
 from chunking.chunks import Chunk, chunk_from_json
 from chunking.control import cancel_run, pause_run, resume_run, run_progress, start_run
-from chunking.depth import QueueDepth, RedisQueueDepth, StubQueueDepth, queue_depth_for
+from chunking.depth import DepthSource, RedisQueueDepth, StubQueueDepth, queue_depth_for
 from chunking.enumerators import Batch, Enumerator, Estimator, KeysetEnumerator, SpanEnumerator
 from chunking.jsonvalue import JSONValue
 from chunking.keyset import Keyset
@@ -36,6 +36,7 @@ from chunking.run import ChunkContext, ChunkedRun, ChunkOutcome, Processor
 from chunking.spans import DateRange, DateTimeRange, IntRange, Span
 
 __all__ = [
+    "AfterCommit",
     "Backpressure",
     "Batch",
     "Chunk",
@@ -46,6 +47,7 @@ __all__ = [
     "ChunkingBase",
     "DateRange",
     "DateTimeRange",
+    "DepthSource",
     "EnqueueAfterCommit",
     "Enumerator",
     "Estimator",
@@ -55,7 +57,6 @@ __all__ = [
     "KeysetEnumerator",
     "Processor",
     "Progress",
-    "QueueDepth",
     "RedisQueueDepth",
     "RunStatus",
     "SendAfterCommit",

@@ -7,7 +7,8 @@ Dramatiq's and any worker consumes the messages as usual; on a broker whose cons
 for wake-up tokens, the batch's tokens ride in the same round trip. Every message still passes the
 broker's ``before_enqueue`` / ``after_enqueue`` middleware hooks, so guardrails that reject
 a message and metrics that count it keep working. Other brokers (the stub, RabbitMQ) fall
-back to ``broker.enqueue`` one message at a time.
+back to ``broker.enqueue`` one message at a time. :func:`dispatch_args` builds each call's
+arguments, for any broker subclass that pipelines its own enqueues too.
 
 Messages are consumed from the iterable ``batch_size`` at a time, so a producer never holds
 more than one batch in memory. A middleware that rejects a message (``MiddlewareError`` in
@@ -47,17 +48,55 @@ def enqueue_many(
     *,
     delay_ms: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    skip: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Enqueue ``messages`` (one round trip per ``batch_size`` on Redis); return how many."""
+    """Enqueue ``messages`` (one round trip per ``batch_size`` on Redis); return how many.
+
+    A message whose ``before_enqueue`` raises one of ``skip`` (a debounce answering that the
+    same work is already pending) is left out without stopping the others.
+    """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, not {batch_size!r}")
     if not isinstance(broker, RedisBroker):
         count = 0
         for message in messages:
-            broker.enqueue(message, delay=delay_ms)
+            try:
+                broker.enqueue(message, delay=delay_ms)
+            except skip:
+                continue
             count += 1
         return count
-    return sum(_enqueue_batch(broker, batch, delay_ms) for batch in _batches(messages, batch_size))
+    batches = _batches(messages, batch_size)
+    return sum(_enqueue_batch(broker, batch, delay_ms, skip) for batch in batches)
+
+
+def dispatch_args(
+    broker: RedisBroker,
+    command: str,
+    queue_name: str,
+    *args: Any,
+    maintenance: bool | None = None,
+) -> list[Any]:
+    """The ARGV of ``dispatch.lua``, in the order Dramatiq's ``RedisBroker._dispatch`` uses.
+
+    ``maintenance`` forces the call's maintenance on or off; by default it is the broker's
+    ``maintenance_chance``, as in Dramatiq.
+    """
+    if maintenance is None:
+        do_maintenance = broker._should_do_maintenance(command)
+    else:
+        do_maintenance = int(maintenance)
+    return [
+        command,
+        current_millis(),
+        queue_name,
+        broker.broker_id,
+        broker.heartbeat_timeout,
+        broker.dead_message_ttl,
+        do_maintenance,
+        broker._max_unpack_size(),
+        *args,
+    ]
 
 
 def _batches(messages: Iterable[Message[Any]], size: int) -> Iterator[list[Message[Any]]]:
@@ -66,12 +105,21 @@ def _batches(messages: Iterable[Message[Any]], size: int) -> Iterator[list[Messa
         yield batch
 
 
-def _enqueue_batch(broker: RedisBroker, batch: list[Message[Any]], delay_ms: int | None) -> int:
+def _enqueue_batch(
+    broker: RedisBroker,
+    batch: list[Message[Any]],
+    delay_ms: int | None,
+    skip: tuple[type[Exception], ...],
+) -> int:
     # Mirrors RedisBroker.enqueue (dramatiq 2.2.1) step for step, with the script call
     # queued on a pipeline instead of run at once.
-    prepared = [_prepare(message, delay_ms) for message in batch]
-    for message in prepared:
-        broker.emit_before("enqueue", message, delay_ms)
+    prepared = []
+    for message in (_prepare(message, delay_ms) for message in batch):
+        try:
+            broker.emit_before("enqueue", message, delay_ms)
+        except skip:
+            continue
+        prepared.append(message)
 
     dispatch = broker.scripts["dispatch"]
     pipeline = broker.client.pipeline(transaction=False)
@@ -79,22 +127,14 @@ def _enqueue_batch(broker: RedisBroker, batch: list[Message[Any]], delay_ms: int
         broker.logger.debug(
             "Enqueueing message %r on queue %r.", message.message_id, message.queue_name
         )
-        dispatch(
-            keys=[broker.namespace],
-            args=[
-                "enqueue",
-                current_millis(),
-                message.queue_name,
-                broker.broker_id,
-                broker.heartbeat_timeout,
-                broker.dead_message_ttl,
-                broker._should_do_maintenance("enqueue"),
-                broker._max_unpack_size(),
-                message.options["redis_message_id"],
-                message.encode(),
-            ],
-            client=pipeline,
+        args = dispatch_args(
+            broker,
+            "enqueue",
+            message.queue_name,
+            message.options["redis_message_id"],
+            message.encode(),
         )
+        dispatch(keys=[broker.namespace], args=args, client=pipeline)
     if isinstance(broker, WakesConsumers):
         for queue_name, count in Counter(m.queue_name for m in prepared).items():
             broker.add_wake_tokens(pipeline, queue_name, count)

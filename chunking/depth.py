@@ -14,8 +14,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
+from chunking.redis_keys import NAMESPACE, messages_key, queue_key
 
-class QueueDepth(Protocol):
+
+class DepthSource(Protocol):
     """Return how many messages wait in ``queue_name`` (its delay queue included)."""
 
     def __call__(self, queue_name: str) -> int: ...
@@ -31,7 +33,7 @@ class RedisQueueDepth:
     """
 
     def __init__(
-        self, *, client: redis.Redis, namespace: str = "dramatiq", count_unacked: bool = False
+        self, *, client: redis.Redis, namespace: str = NAMESPACE, count_unacked: bool = False
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -40,11 +42,10 @@ class RedisQueueDepth:
     def __call__(self, queue_name: str) -> int:
         pipeline = self.client.pipeline(transaction=False)
         for name in (queue_name, dq_name(queue_name)):
-            key = f"{self.namespace}:{name}"
             if self.count_unacked:
-                pipeline.hlen(f"{key}.msgs")
+                pipeline.hlen(messages_key(name, namespace=self.namespace))
             else:
-                pipeline.llen(key)
+                pipeline.llen(queue_key(name, namespace=self.namespace))
         return sum(int(count) for count in pipeline.execute())
 
 
@@ -59,7 +60,7 @@ class StubQueueDepth:
         return sum(queues[name].unfinished_tasks for name in (queue_name, dq_name(queue_name)))
 
 
-def queue_depth_for(broker: Broker) -> QueueDepth:
+def queue_depth_for(broker: Broker) -> DepthSource:
     """The natural depth source of ``broker``; other brokers must be given one explicitly."""
     if isinstance(broker, RedisBroker):
         return RedisQueueDepth(client=broker.client, namespace=broker.namespace)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chunking.depth import QueueDepth
+from chunking.depth import DepthSource
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,7 +21,7 @@ class Backpressure:
 
     target_queue: str
     high_water: int
-    depth: QueueDepth
+    depth: DepthSource
     base_delay_ms: int = 1_000
     max_delay_ms: int = 30_000
 

@@ -37,7 +37,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from chunking.after_commit import EnqueueAfterCommit, SendAfterCommit
-from chunking.depth import QueueDepth, queue_depth_for
+from chunking.depth import DepthSource, queue_depth_for
 from chunking.enumerators import Enumerator, Estimator
 from chunking.jsonvalue import JSONValue
 from chunking.models import ChunkRun, RunStatus, utcnow
@@ -124,7 +124,7 @@ class ChunkedRun:
         estimate: Estimator | None = None,
         target_queue: str | None = None,
         high_water: int | None = None,
-        queue_depth: QueueDepth | None = None,
+        queue_depth: DepthSource | None = None,
         backpressure_delay_ms: int = 1_000,
         max_backpressure_delay_ms: int = 30_000,
         send_after_commit: SendAfterCommit | None = None,

@@ -1,12 +1,14 @@
-"""Linking provider accounts and recording lookups: the events the fraud check looks at."""
+"""Linking provider accounts: the event the fraud check looks at."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.db.models import AccountLookup, ProviderAccount, utcnow
+from app.db.models import ProviderAccount, utcnow
 from app.db.upsert import insert_once
-from app.outbox import enqueue_after_commit
+from app.outbox import ActorRef, enqueue_after_commit
+
+CHECK_NEW_ACCOUNT = ActorRef("check_new_account", queue_name="fraud")
 
 
 def link_account(
@@ -29,13 +31,5 @@ def link_account(
         key={"provider": provider, "external_id": external_id},
     )
     if created:
-        enqueue_after_commit(session, "check_new_account", kwargs={"account_id": account_id})
+        enqueue_after_commit(session, CHECK_NEW_ACCOUNT, kwargs={"account_id": account_id})
     return account_id
-
-
-def record_lookup(session: Session, *, account_id: int, balance_only: bool) -> None:
-    """Remember that the account's owner read it (balance-only reads are a fraud signal)."""
-    account = session.get_one(ProviderAccount, account_id)
-    session.add(
-        AccountLookup(user_id=account.user_id, account_id=account_id, balance_only=balance_only)
-    )

@@ -1,10 +1,11 @@
 """The daily digest: one e-mail per active user, summing up their transactions of one day.
 
-The fan-out is plain and bounded until the chunking library takes it over: the periodic entry
-walks active user ids in keyset pages and sends one message per page (the page is a range of
-ids: two integers, whatever its size); each page sends one digest message per user. Nothing
-is written before these sends, so they go straight to the broker rather than through the
-outbox (which is for messages about rows of the sender's own transaction).
+The periodic entry walks active user ids in keyset pages (``chunking.KeysetEnumerator``) and
+sends one message per page (the page is a range of ids: two integers, whatever its size); each
+page sends one digest message per user. Nothing is written before these sends, so they go
+straight to the broker rather than through the outbox (which is for messages about rows of the
+sender's own transaction). Past its soft time limit the entry stops after a page and sends
+itself the rest (``day`` and the last id paged), so no page is sent twice by a timeout.
 
 Any step may run twice (a redelivery, a second scheduler's tick, a catch-up, a run by hand):
 a user's digest is a notification keyed ``digest:<day>:<user_id>``, created once, sent once.
@@ -15,22 +16,25 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import dramatiq
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from app.db.models import ProviderAccount, Transaction, User, utcnow
 from app.db.session import SessionFactory, new_session
+from app.middleware.deadlines import SoftTimeLimitExceeded, check_deadline
+from chunking import JSONValue, Keyset, KeysetEnumerator
 from pipelines.notifications import Channel, notify
 
 logger = logging.getLogger(__name__)
 
 KIND = "daily_digest"
+START_ACTOR = "send_daily_digests"
 PAGE_ACTOR = "send_digest_page"
 DIGEST_ACTOR = "send_digest"
 #: Users per page message: one query and this many sends, well inside the page's time limit.
@@ -55,29 +59,45 @@ def dedup_key(day: dt.date, user_id: int) -> str:
     return f"digest:{day.isoformat()}:{user_id}"
 
 
+def active_users(params: Mapping[str, Any]) -> Sequence[ColumnElement[bool]]:
+    """Who gets a digest: the active users."""
+    return [User.is_active.is_(True)]
+
+
+_active_user_ids = KeysetEnumerator(column=User.id, where=active_users)
+
+
 def start(
     day: dt.date,
     *,
+    after: int | None = None,
     page_size: int = PAGE_SIZE,
     send: Send = send_now,
     new_session: SessionFactory = new_session,
 ) -> int:
-    """Send one page message per ``page_size`` active users; return how many pages."""
-    after, pages = 0, 0
+    """Send one page message per ``page_size`` active users with an id above ``after``;
+    return how many pages this call sent."""
+    cursor: JSONValue = None if after is None else Keyset(after=after, limit=page_size).to_json()
+    pages = 0
     while True:
         with new_session() as session:
-            ids = list(
-                session.scalars(
-                    select(User.id)
-                    .where(User.is_active, User.id > after)
-                    .order_by(User.id)
-                    .limit(page_size)
-                )
-            )
-        if not ids:
+            batch = _active_user_ids(session, cursor, params={}, limit=page_size)
+        if batch is None:
             break
-        send(PAGE_ACTOR, {"day": day.isoformat(), "first_id": ids[0], "last_id": ids[-1]})
-        after, pages = ids[-1], pages + 1
+        first_id, last_id = batch.items[0], batch.items[-1]
+        send(PAGE_ACTOR, {"day": day.isoformat(), "first_id": first_id, "last_id": last_id})
+        pages += 1
+        if batch.last:
+            break
+        cursor = batch.cursor
+        try:
+            check_deadline()
+        except SoftTimeLimitExceeded as error:
+            send(START_ACTOR, {"day": day.isoformat(), "after": last_id})
+            logger.info(
+                "Daily digest of %s: %s; the rest continues after user %d", day, error, last_id
+            )
+            return pages
     logger.info("Daily digest of %s: %d page(s) of up to %d users sent", day, pages, page_size)
     return pages
 

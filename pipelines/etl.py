@@ -5,9 +5,10 @@ the id the next one needs, and the data itself stays in the database:
 
 1. ``download`` reads every page of the account's transactions and its balance, and keeps them
    as one ``RawBlob`` keyed by ``(account_id, kind, sha256)``: a download of the same data
-   finds its blob and stores nothing new. A 429 mid-way keeps the pages read so far (a
-   partial blob) and re-sends the step with its id, so a tight rate limit is crossed page by
-   page instead of starting over and never finishing.
+   finds its blob and stores nothing new. A 429 mid-way, or the step's soft time limit, keeps
+   the pages read so far (a partial blob) and re-sends the step with its id, so a tight rate
+   limit or a slow provider is crossed page by page instead of starting over and never
+   finishing. One download per account runs at a time (the actor's ``lock_key``).
 2. ``transform`` parses the raw blob into a ``Statement`` (``pipelines.statements``) and keeps
    it as a normalised blob, keyed the same way.
 3. ``store`` upserts merchants on ``normalized_name`` and transactions on
@@ -26,14 +27,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db.models import Merchant, ProviderAccount, RawBlob, Transaction, utcnow
 from app.db.session import SessionFactory, new_session
-from app.db.upsert import insert_once
-from app.provider import ProviderAccount as WireAccount
-from app.provider import ProviderClient, ProviderRateLimited
+from app.db.upsert import dialect_insert, insert_once
+from app.middleware.deadlines import SoftTimeLimitExceeded, check_deadline
+from app.provider import ProviderClient, ProviderRateLimited, RemoteAccount
 from pipelines import insights, jobs
 from pipelines.statements import Statement, TransactionRecord, canonical_json, parse_download
 from pipelines.steps import Deferred, job_step
@@ -67,13 +67,15 @@ def download(
         answers_before = _answers(state)
         try:
             _fetch(external_id, state, page_size=page_size)
-        except ProviderRateLimited as error:
+        except (ProviderRateLimited, SoftTimeLimitExceeded) as error:
             if _answers(state) > answers_before:
                 with new_session() as session, session.begin():
                     body = canonical_json(state)
                     resume_blob_id = keep_blob(session, account_id, PARTIAL_KIND, body)
             kwargs = {} if resume_blob_id is None else {"resume_blob_id": resume_blob_id}
-            raise Deferred(error.retry_after_ms, reason=str(error), kwargs=kwargs) from error
+            # After a 429 when the provider says; past the soft time limit, at once.
+            delay_ms = error.retry_after_ms if isinstance(error, ProviderRateLimited) else 0
+            raise Deferred(delay_ms, reason=str(error), kwargs=kwargs) from error
         with new_session() as session, session.begin():
             blob_id = keep_blob(session, account_id, RAW_KIND, canonical_json(state))
             jobs.advance(
@@ -141,7 +143,7 @@ def store_statement(session: Session, account: ProviderAccount, statement: State
     inserted = 0
     for start in range(0, len(rows), INSERT_BATCH):
         insert = (
-            _insert(session, Transaction)
+            dialect_insert(session, Transaction)
             .values(rows[start : start + INSERT_BATCH])
             .on_conflict_do_nothing()
             .returning(Transaction.id)
@@ -164,7 +166,11 @@ def keep_blob(session: Session, account_id: int, kind: str, body: bytes) -> int:
 
 
 def _fetch(external_id: str, state: dict[str, Any], *, page_size: int) -> None:
-    """Read the pages after those in ``state``, then the balance, into ``state`` as they come."""
+    """Read the pages after those in ``state``, then the balance, into ``state`` as they come.
+
+    The soft time limit is checked after each page, so every delivery reads at least one more
+    answer and a long download goes on page by page from its partial blob.
+    """
     pages: list[dict[str, Any]] = state["pages"]
     with ProviderClient.from_settings() as provider:
         if not pages or pages[-1].get("next_cursor") is not None:
@@ -173,6 +179,7 @@ def _fetch(external_id: str, state: dict[str, Any], *, page_size: int) -> None:
                 external_id, page_size=page_size, cursor=cursor
             ):
                 pages.append(dict(page.raw))
+                check_deadline()
         if state["account"] is None:
             # Read after the transactions, so the balance already includes them.
             state["account"] = _account_json(provider.get_account(external_id))
@@ -203,7 +210,7 @@ def _blob(session: Session, blob_id: int) -> RawBlob:
     return blob
 
 
-def _account_json(account: WireAccount) -> dict[str, Any]:
+def _account_json(account: RemoteAccount) -> dict[str, Any]:
     return {
         "external_id": account.external_id,
         "user_id": account.user_id,
@@ -229,8 +236,3 @@ def _upsert_merchants(session: Session, records: Iterable[TransactionRecord]) ->
                 session, Merchant, merchant.model_dump(), key={"normalized_name": name}
             )
     return ids
-
-
-def _insert(session: Session, model: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)

@@ -1,8 +1,8 @@
 """The stolen-account check run when a provider account is linked.
 
 Fraudsters use aggregators to test stolen bank logins: many accounts linked by one user in a
-short window, or repeated balance-only lookups. A suspicious link blocks the account and
-alerts the user at once; the verdict is recorded once per link, however often the message runs.
+short window. A suspicious link blocks the account and alerts the user at once; the verdict is
+recorded once per link, however often the message runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from app.db.models import (
-    AccountLookup,
     AccountStatus,
     FraudCheck,
     FraudVerdict,
@@ -26,7 +25,6 @@ from pipelines.notifications import Channel, notify
 
 WINDOW = dt.timedelta(hours=1)
 MAX_LINKS_IN_WINDOW = 3
-MAX_BALANCE_LOOKUPS_IN_WINDOW = 5
 
 
 @dataclass(frozen=True)
@@ -35,19 +33,13 @@ class Finding:
     reason: str
 
 
-def assess(links_in_window: int, balance_lookups_in_window: int) -> Finding:
-    """The verdict for one user's recent activity (pure, so the rule is tested on its own)."""
+def assess(links_in_window: int) -> Finding:
+    """The verdict for one user's recent links (pure, so the rule is tested on its own)."""
     if links_in_window > MAX_LINKS_IN_WINDOW:
         return Finding(
             FraudVerdict.SUSPICIOUS,
             f"{links_in_window} accounts linked within {WINDOW}; the limit is "
             f"{MAX_LINKS_IN_WINDOW}",
-        )
-    if balance_lookups_in_window > MAX_BALANCE_LOOKUPS_IN_WINDOW:
-        return Finding(
-            FraudVerdict.SUSPICIOUS,
-            f"{balance_lookups_in_window} balance-only lookups within {WINDOW}; the limit is "
-            f"{MAX_BALANCE_LOOKUPS_IN_WINDOW}",
         )
     return Finding(FraudVerdict.CLEAN, "")
 
@@ -64,14 +56,7 @@ def check_account(account_id: int, *, new_session: SessionFactory = new_session)
                 ProviderAccount.linked_at <= account.linked_at,
             )
         )
-        lookups = session.scalar(
-            select(func.count()).where(
-                AccountLookup.user_id == account.user_id,
-                AccountLookup.balance_only.is_(True),
-                AccountLookup.looked_up_at > utcnow() - WINDOW,
-            )
-        )
-        finding = assess(links or 0, lookups or 0)
+        finding = assess(links or 0)
         check_id, created = insert_once(
             session,
             FraudCheck,

@@ -1,14 +1,13 @@
 """Insights: monthly spending by category and monthly balances, recalculated on new data.
 
 The trigger: a flow that committed new transactions calls ``request_recalculation`` inside its
-transaction; ``recalculate_insights(account_id)`` is enqueued after the commit (outbox).
+transaction; ``recalculate_insights(account_id)`` is enqueued after the commit (outbox), so a
+transaction that rolls back sends nothing.
 
-The debounce: at most one recalculation is pending per account. The request claims the Redis
-key ``fintask:pending:insights:<account_id>`` with ``SET NX`` and enqueues only if it got it;
-the recalculation deletes the key as it starts, before it reads, so data committed while it
-runs claims the key again and gets a run of its own: nothing is missed, and a burst of stores
-costs one run. A transaction that rolls back gives its claim back. If Redis cannot be asked,
-the request enqueues anyway: a duplicate run is harmless, a missed one is not.
+The debounce is the actor's ``unique_key`` (``app.middleware.locks.UniqueEnqueue``): at most
+one recalculation is pending per account. The key is freed when the pending message is
+delivered, before the recalculation reads, so data committed while it runs gets a run of its
+own: nothing is missed, and a burst of stores costs one run.
 
 The recalculation recomputes every row of the account and replaces them in one transaction,
 so running it twice, or late, leaves the same rows.
@@ -17,67 +16,32 @@ so running it twice, or late, leaves the same rows.
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import secrets
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import redis
-from sqlalchemy import delete, event, insert, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
 
 from app.db.models import MonthlyBalance, MonthlySpending, ProviderAccount, Transaction, utcnow
 from app.db.session import SessionFactory, new_session
-from app.outbox import enqueue_after_commit
-from app.redis_client import get_redis
+from app.outbox import ActorRef, enqueue_after_commit
 
-logger = logging.getLogger(__name__)
-
-ACTOR = "recalculate_insights"
-#: Longer than the actor's max_age (a message that expired unrun frees its account then).
-PENDING_TTL_MS = 2 * 3_600_000
-_CLAIMS = "fintask.insights.claims"
-_RELEASE = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
-return 0
-"""
-
-RedisFactory = Callable[[], redis.Redis]
+RECALCULATE = ActorRef("recalculate_insights", queue_name="insights")
+#: The actor's ``unique_key``: one pending recalculation per account.
+UNIQUE_KEY = "account:{account_id}"
 
 
-def pending_key(account_id: int) -> str:
-    """The Redis key held while a recalculation of ``account_id`` is pending."""
-    return f"fintask:pending:insights:{account_id}"
+def request_recalculation(session: Session, account_id: int) -> None:
+    """Enqueue a recalculation of the account once ``session`` commits (a no-op at send time
+    while one is pending)."""
+    enqueue_after_commit(session, RECALCULATE, kwargs={"account_id": account_id})
 
 
-def request_recalculation(
-    session: Session, account_id: int, *, redis_client: RedisFactory = get_redis
-) -> bool:
-    """Enqueue a recalculation after ``session`` commits, unless one is pending already."""
-    key, token = pending_key(account_id), secrets.token_hex(8)
-    try:
-        claimed = redis_client().set(key, token, nx=True, px=PENDING_TTL_MS)
-    except redis.RedisError:
-        logger.warning("Could not claim %s; enqueueing anyway", key, exc_info=True)
-    else:
-        if not claimed:
-            return False
-        _give_back_on_rollback(session, redis_client, key, token)
-    enqueue_after_commit(session, ACTOR, kwargs={"account_id": account_id})
-    return True
-
-
-def recalculate(
-    account_id: int,
-    *,
-    new_session: SessionFactory = new_session,
-    redis_client: RedisFactory = get_redis,
-) -> int:
+def recalculate(account_id: int, *, new_session: SessionFactory = new_session) -> int:
     """Recompute and replace the account's insights; return how many rows it has now."""
-    redis_client().delete(pending_key(account_id))
     with new_session() as session, session.begin():
         account = session.get(ProviderAccount, account_id, with_for_update=True)
         if account is None:
@@ -177,31 +141,3 @@ def _months(first: dt.date, last: dt.date) -> Iterable[dt.date]:
     while month <= last:
         yield month
         month = (month + dt.timedelta(days=32)).replace(day=1)
-
-
-def _give_back_on_rollback(
-    session: Session, redis_client: RedisFactory, key: str, token: str
-) -> None:
-    """Delete the claim ``key`` if ``session``'s transaction ends without committing."""
-    session.info.setdefault(_CLAIMS, {})[key] = (redis_client, token)
-    if not event.contains(session, "after_commit", _claims_committed):
-        event.listen(session, "after_commit", _claims_committed)
-        event.listen(session, "after_transaction_end", _give_back_claims)
-
-
-def _claims_committed(session: Session) -> None:
-    if session.get_nested_transaction() is not None:
-        return  # a savepoint was released: the outer transaction has not committed yet
-    # The messages go out now: the claims stay until their recalculation starts.
-    session.info.pop(_CLAIMS, None)
-
-
-def _give_back_claims(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is not None:
-        return  # a savepoint: the outer transaction decides
-    claims: dict[str, tuple[RedisFactory, str]] = session.info.pop(_CLAIMS, {})
-    for key, (redis_client, token) in claims.items():
-        try:
-            redis_client().eval(_RELEASE, 1, key, token)
-        except redis.RedisError:
-            logger.warning("Could not give back %s; it expires on its own", key, exc_info=True)

@@ -19,7 +19,7 @@ from app.db.session import SessionFactory
 from app.db.session import new_session as default_new_session
 from app.db.upsert import insert_once
 from app.metrics import NOTIFICATIONS
-from app.outbox import enqueue_after_commit
+from app.outbox import ActorRef, enqueue_after_commit
 from app.senders import Outgoing, Sender, SendFailed
 from app.settings import load_settings
 
@@ -52,17 +52,24 @@ class NotificationInFlight(RuntimeError):
     """Another worker claimed this notification and may still be sending it; retry later."""
 
 
-class Outcome(enum.StrEnum):
+class DeliveryOutcome(enum.StrEnum):
+    """What one delivery of a notification did (the ``outcome`` label of its counter)."""
+
     SENT = "sent"
     EXPIRED = "expired"
     DUPLICATE = "duplicate"
 
 
-def delivery_actor(channel: Channel, *, urgent: bool) -> str:
+DELIVER_URGENT = ActorRef("deliver_urgent_notification", queue_name="urgent_notifications")
+DELIVER_EMAIL = ActorRef("deliver_email", queue_name="emails")
+DELIVER_OTHER = ActorRef("deliver_notification", queue_name="notifications")
+
+
+def delivery_actor(channel: Channel, *, urgent: bool) -> ActorRef:
     """Which actor (and so which queue) delivers a notification."""
     if urgent:
-        return "deliver_urgent_notification"
-    return "deliver_email" if channel is Channel.EMAIL else "deliver_notification"
+        return DELIVER_URGENT
+    return DELIVER_EMAIL if channel is Channel.EMAIL else DELIVER_OTHER
 
 
 def expiry(notification: Notification) -> dt.timedelta:
@@ -112,7 +119,7 @@ def deliver(
     *,
     senders: Mapping[Channel, Sender],
     new_session: SessionFactory = default_new_session,
-) -> Outcome:
+) -> DeliveryOutcome:
     """Send notification ``notification_id`` unless it was sent, expired, or is being sent."""
     with new_session() as session, session.begin():
         notification = session.get(Notification, notification_id)
@@ -141,15 +148,15 @@ def deliver(
             .where(Notification.id == notification_id)
             .values(status=NotificationStatus.SENT.value, sent_at=utcnow(), last_error=None)
         )
-    NOTIFICATIONS.labels(channel.value, Outcome.SENT.value).inc()
-    return Outcome.SENT
+    NOTIFICATIONS.labels(channel.value, DeliveryOutcome.SENT.value).inc()
+    return DeliveryOutcome.SENT
 
 
-def _claim(session: Session, notification: Notification) -> Outcome | None:
+def _claim(session: Session, notification: Notification) -> DeliveryOutcome | None:
     """Take the notification for this worker; an outcome instead when there is nothing to do."""
     now = utcnow()
     if notification.status in (NotificationStatus.SENT, NotificationStatus.EXPIRED):
-        return Outcome.DUPLICATE
+        return DeliveryOutcome.DUPLICATE
     claimable = or_(
         Notification.status == NotificationStatus.PENDING.value,
         and_(
@@ -163,7 +170,9 @@ def _claim(session: Session, notification: Notification) -> Outcome | None:
             .where(Notification.id == notification.id, claimable)
             .values(status=NotificationStatus.EXPIRED.value)
         )
-        return Outcome.EXPIRED if expired.rowcount else Outcome.DUPLICATE  # type: ignore[attr-defined]
+        if expired.rowcount:  # type: ignore[attr-defined]
+            return DeliveryOutcome.EXPIRED
+        return DeliveryOutcome.DUPLICATE
     claimed = session.execute(
         update(Notification)
         .where(Notification.id == notification.id, claimable)
@@ -181,7 +190,7 @@ def _claim(session: Session, notification: Notification) -> Outcome | None:
             f"notification {notification.id} is being sent by another worker "
             f"(claimed at {notification.claimed_at:%H:%M:%S}); retrying after the claim expires"
         )
-    return Outcome.DUPLICATE
+    return DeliveryOutcome.DUPLICATE
 
 
 def _release(new_session: SessionFactory, notification_id: int, error: str) -> None:

@@ -17,12 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import math
-import os
 import uuid
 from collections.abc import Callable, Mapping
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -34,22 +32,21 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import SessionFactory, new_session
-from app.outbox import enqueue_after_commit
+from app.db.upsert import dialect_insert
+from app.outbox import ActorRef, enqueue_after_commit
 from app.provider import ProviderClient, ProviderRateLimited, RefreshStatus
-from app.settings import SettingsError
+from app.settings import load_settings
 from pipelines import jobs
 from pipelines.steps import Deferred, job_step
 
 KIND = "refresh"
-POLL_ACTOR = "poll_refresh"
-ETL_ACTOR = "start_etl"
+POLL = ActorRef("poll_refresh", queue_name="sync")
+ETL = ActorRef("start_etl", queue_name="etl")
 FIRST_POLL_DELAY_MS = 1_000
 MAX_POLL_DELAY_MS = 5_000
 POLL_DELAY_GROWTH = 1.5
 #: One provider call per poll; well inside the poll actor's 30 s time limit.
 POLL_TIMEOUT_S = 10.0
-DEFAULT_DEADLINE_S = 300
-DEADLINE_VARIABLE = "REFRESH_DEADLINE_S"
 
 
 class AccountNotFound(LookupError):
@@ -69,18 +66,7 @@ class PollOutcome(enum.StrEnum):
 
 def refresh_deadline(environ: Mapping[str, str] | None = None) -> dt.timedelta:
     """How long a refresh may take, from ``REFRESH_DEADLINE_S`` (default 300 s)."""
-    raw = (os.environ if environ is None else environ).get(DEADLINE_VARIABLE, "").strip()
-    if not raw:
-        return dt.timedelta(seconds=DEFAULT_DEADLINE_S)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not 1 <= seconds <= 86_400:  # NaN fails this too
-        raise SettingsError(
-            f"{DEADLINE_VARIABLE}={raw!r}: expected a number of seconds from 1 to 86400"
-        )
-    return dt.timedelta(seconds=seconds)
+    return dt.timedelta(seconds=load_settings(environ).refresh_deadline_s)
 
 
 def request_refresh(
@@ -110,9 +96,9 @@ def request_refresh(
             "created_at": now,
             "updated_at": now,
         }
-        insert = _insert(session, Job).values(values).on_conflict_do_nothing()
+        insert = dialect_insert(session, Job).values(values).on_conflict_do_nothing()
         if session.execute(insert.returning(Job.id)).scalar_one_or_none() is not None:
-            enqueue_after_commit(session, POLL_ACTOR, kwargs={"job_id": job_id, "poll": 0})
+            enqueue_after_commit(session, POLL, kwargs={"job_id": job_id, "poll": 0})
             return session.get_one(Job, job_id), True
         active = session.scalars(
             select(Job).where(
@@ -208,23 +194,16 @@ def _record(
     if status.done:
         job.status = JobStatus.RUNNING.value
         job.progress = jobs.PROVIDER_DONE
-        enqueue_after_commit(
-            session, ETL_ACTOR, kwargs={"job_id": job.id, "account_id": job.account_id}
-        )
+        enqueue_after_commit(session, ETL, kwargs={"job_id": job.id, "account_id": job.account_id})
         return PollOutcome.DONE
     job.status = JobStatus.POLLING.value
     job.progress = max(job.progress, status.progress_percent * jobs.PROVIDER_DONE // 100)
     delay_ms = next_poll_delay_ms(poll_number, ms_until_deadline=_ms_until(job.deadline_at, now))
     enqueue_after_commit(
-        session, POLL_ACTOR, kwargs={"job_id": job.id, "poll": poll_number + 1}, delay_ms=delay_ms
+        session, POLL, kwargs={"job_id": job.id, "poll": poll_number + 1}, delay_ms=delay_ms
     )
     return PollOutcome.POLLING
 
 
 def _ms_until(moment: dt.datetime, now: dt.datetime) -> int:
     return max(0, math.ceil((moment - now).total_seconds() * 1000))
-
-
-def _insert(session: Session, model: type[Job]) -> postgresql.Insert | sqlite.Insert:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)

@@ -4,6 +4,8 @@
   again after the provider's ``Retry-After``, with the same id and options, so no retry is
   spent and a pipeline's later steps (``pipe_target``) travel with it. The delivery that was
   deferred ends with ``SkipMessage``, which acknowledges it without starting the next step.
+  A step past its soft time limit defers itself the same way, at once, with what it has done
+  so far in ``Deferred.kwargs`` (the download's partial blob).
 - A permanent failure (a 4xx other than 429, a missing row, data that does not parse): the job
   fails now, naming the step and the cause, and ``StepAbandoned`` ends the message without
   retries (actors list it in ``throws``). The pipeline stops: no later step is sent.
@@ -28,17 +30,17 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage, SkipMessage, TimeLimitExceeded
 
 from app.db.session import SessionFactory, new_session
+from app.middleware import defer_message
 from app.provider import ProviderError, ProviderRateLimited
 from pipelines import jobs
 
 logger = logging.getLogger(__name__)
 
-#: The message option counting how often a message was deferred for a 429.
-
 #: The share of the provider's request quota each provider-calling actor may use, across every
 #: worker process (a global Redis limit): downloads and polls each get half of ~10 requests/s.
 PROVIDER_RATE_LIMIT = "5/s"
 
+#: The message option counting how often a message was deferred (a 429, a soft time limit).
 DEFERRALS_OPTION = "retry_after_deferrals"
 #: A provider still refusing after this many deferrals has a problem waiting will not fix.
 MAX_DEFERRALS = 30
@@ -122,14 +124,15 @@ def _defer_or_fail(
         reason = f"{step}: still refused after {MAX_DEFERRALS} deferrals: {describe(error)}"
         jobs.fail(job_id, reason, new_session=new_session)
         raise StepAbandoned(f"job {job_id}: {reason}") from error
-    # The copy keeps the message id and options (retries included: none is spent) and its
-    # timestamp, so max_age still bounds how long a message may wait in total. The delay is at
-    # least 1 ms: it must go to the delayed queue, because acknowledging this delivery deletes
-    # the body of a message with the same id from the ready queue's hash.
-    copy = message.copy(
-        kwargs={**message.kwargs, **deferred.kwargs}, options={DEFERRALS_OPTION: count}
+    # The delay is at least 1 ms: it must go to the delayed queue, because acknowledging this
+    # delivery deletes the body of a message with the same id from the ready queue's hash.
+    defer_message(
+        dramatiq.get_broker(),
+        message,
+        delay_ms=max(1, deferred.delay_ms),
+        count_option=DEFERRALS_OPTION,
+        kwargs=deferred.kwargs,
     )
-    dramatiq.get_broker().enqueue(copy, delay=max(1, deferred.delay_ms))
     logger.info("Job %s: %s deferred by %d ms (%s)", job_id, step, deferred.delay_ms, error)
     raise SkipMessage(str(deferred)) from error
 

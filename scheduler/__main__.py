@@ -4,7 +4,9 @@ It stands in for ``periodiq scheduler.schedule``: periodiq's command builds its 
 ``Scheduler`` with no way to put the tick claims in front of its sends (see
 ``scheduler.ticker``). MODULE (default ``scheduler.schedule``) holds a ``SCHEDULE``; tests
 pass their own. Ticks are computed in UTC whatever the environment; ``TZ`` is forced to UTC as
-well, so that log times and anything reading local time agree with the schedule.
+well, so that log times and anything reading local time agree with the schedule. Started while
+Redis is down, it waits for Redis (``scheduler.startup``); once running, it keeps the ticks an
+outage holds up and sends them when Redis is back (``scheduler.delivery``).
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
 
+import redis
 from dramatiq.cli import LOGFORMAT
 
 from app.broker import setup_broker
-from app.middleware.ticks import TickClaims
 from app.redis_client import get_redis
+from app.settings import exit_on_settings_error
+from scheduler.claims import TickClaims
 from scheduler.jobs import Schedule
 from scheduler.render import render_schedule
+from scheduler.startup import wait_for_redis
 from scheduler.ticker import TickScheduler
 
 logger = logging.getLogger("scheduler")
@@ -34,6 +40,7 @@ logger = logging.getLogger("scheduler")
 DEFAULT_MODULE = "scheduler.schedule"
 
 
+@exit_on_settings_error
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOGFORMAT)
@@ -43,23 +50,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(schedule, Schedule):
         logger.error("%s has no SCHEDULE (a scheduler.jobs.Schedule)", args.module)
         return 2
-    claims = TickClaims(get_redis())
-    scheduler = TickScheduler(schedule, claims=claims)
+    stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("Stopping on %s", signal.Signals(signum).name)
-        scheduler.stop()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    now = dt.datetime.now(dt.UTC)
-    last_sent = claims.last_ticks(job.name for job in schedule)
-    logger.info(
-        "Schedule of %s:\n%s", args.module, render_schedule(now, schedule, last_sent=last_sent)
-    )
-    scheduler.run_forever()
+    claims = TickClaims(get_redis())
+    if wait_for_redis(claims.client, wait=stopping.wait):
+        logger.info("Schedule of %s:\n%s", args.module, _rendered(schedule, claims))
+        TickScheduler(schedule, claims=claims, wait=stopping.wait).run_forever()
     logger.info("Stopped")
     return 0
+
+
+def _rendered(schedule: Schedule, claims: TickClaims) -> str:
+    """The schedule's table, with the last ticks sent if Redis still answers."""
+    try:
+        last_sent = claims.last_ticks(job.name for job in schedule)
+    except redis.RedisError as error:
+        logger.warning("Could not read the last ticks sent: %s: %s", type(error).__name__, error)
+        last_sent = {}
+    return render_schedule(dt.datetime.now(dt.UTC), schedule, last_sent=last_sent)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app.text_table import table
 from scheduler.cron import next_tick
 from scheduler.jobs import Schedule
 from scheduler.schedule import SCHEDULE
@@ -68,7 +69,7 @@ def render_schedule(
 ) -> str:
     """The schedule as a text table (times in UTC)."""
     header = ("job", "queue", "cron (UTC)", "catch up", "next run (UTC)", "last sent (UTC)")
-    rows = [header] + [
+    rows = [
         (
             job.name,
             job.queue,
@@ -79,12 +80,7 @@ def render_schedule(
         )
         for job in schedule_data(now, schedule, last_sent=last_sent)
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return table(header, *rows)
 
 
 def _minute(moment: dt.datetime | None) -> str:

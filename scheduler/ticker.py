@@ -5,8 +5,11 @@ It replaces periodiq's ``Scheduler`` rather than subclassing it: that class slee
 process's local time, sends without asking anyone, and forgets ticks it slept through. This
 loop keeps periodiq's cron specs and ``validate``, and adds:
 
-- Once per tick. Each send is claimed in Redis first (``app.middleware.ticks``): a second scheduler
+- Once per tick. Each send is claimed in Redis first (``scheduler.claims``): a second scheduler
   (a rolling deploy, a dyno started by mistake) loses the claim and sends nothing.
+- Kept through a Redis outage. A tick that comes due while Redis (or the broker) cannot answer
+  is kept with its message and tried again every ``RETRY_MS`` until it is sent or its job's
+  ``max_age`` has run out (``scheduler.delivery``); the Redis clients reconnect on their own.
 - Missed ticks. At each wake-up the newest tick any scheduler sent for each job (kept in
   Redis) says what already ran; due ticks since then, other than the current minute, were
   missed: no scheduler ran (a deploy gap, a crash), or this one was paused alone. A job with
@@ -18,14 +21,16 @@ loop keeps periodiq's cron specs and ``validate``, and adds:
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from app.middleware.ticks import TICK_ARGUMENT, TickClaims, tick_id
+import redis
+
+from app.middleware.ticks import tick_id
+from scheduler.claims import TickClaims
 from scheduler.cron import ONE_MINUTE, floor_minute, ticks_between
+from scheduler.delivery import Sent, TickDelivery
 from scheduler.jobs import Job, Schedule
 
 logger = logging.getLogger(__name__)
@@ -40,25 +45,12 @@ LOOKBACK = dt.timedelta(days=35)
 WAKE_MARGIN_S = 0.05
 #: How many missed tick times one log line lists.
 LISTED_TICKS = 10
+#: How often ticks kept through an outage are tried again.
+RETRY_MS = 2_000
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class Outcome(enum.StrEnum):
-    SENT = "sent"  # this scheduler sent the tick's message
-    TAKEN = "taken"  # another scheduler had claimed the tick: nothing sent
-    FAILED = "failed"  # Redis or the broker failed: the tick is lost (logged with its error)
-
-
-@dataclass(frozen=True)
-class Sent:
-    """What one wake-up did with one due tick of one job."""
-
-    job: str
-    tick: dt.datetime
-    outcome: Outcome
 
 
 class TickScheduler:
@@ -71,35 +63,57 @@ class TickScheduler:
         claims: TickClaims,
         clock: Clock = utc_now,
         wait: Wait | None = None,
+        retry_ms: int = RETRY_MS,
     ) -> None:
         self.schedule = schedule
         self.claims = claims
         self.clock = clock
+        self.retry_ms = retry_ms
         self._stop = threading.Event()
         self._wait = wait or self._stop.wait
+        self._delivery = TickDelivery(claims=claims)
         #: Per job, the minute this scheduler last woke for.
         self._seen: dict[str, dt.datetime] = {}
 
+    @property
+    def pending(self) -> int:
+        """How many due ticks wait to be sent (Redis or the broker could not take them yet)."""
+        return len(self._delivery)
+
     def wake(self) -> list[Sent]:
-        """Send every job due at the current minute (and catch-up ticks); say what happened."""
-        now = floor_minute(self.clock())
+        """Send every job due at the current minute (and catch-up ticks), after any tick still
+        kept from an outage; say what happened to each."""
+        moment = self.clock()
+        now = floor_minute(moment)
         newest = self._newest_sent()
-        results = []
         for job in self.schedule:
             tick = self._tick_to_send(job, now, newest.get(job.name))
             self._seen[job.name] = now
             if tick is not None:
-                results.append(Sent(job.name, tick, self._send(job, tick)))
-        return results
+                self._delivery.add(job, tick, now=moment)
+        return self._delivery.send(now=moment)
+
+    def retry(self) -> list[Sent]:
+        """Try again the ticks kept from an outage; say what happened to each."""
+        return self._delivery.send(now=self.clock())
 
     def run_forever(self) -> None:
-        """Wake at each minute until :meth:`stop` (a signal handler may call it)."""
+        """Wake at each minute, and every ``retry_ms`` while ticks are kept, until :meth:`stop`
+        (a signal handler may call it)."""
         logger.info("Running %d jobs; waking at each minute (UTC)", len(self.schedule))
+        woken: dt.datetime | None = None
         while True:
-            self.wake()
+            minute = floor_minute(self.clock())
+            if minute != woken:
+                woken = minute
+                self.wake()
+            elif self.pending:
+                self.retry()
             now = self.clock()
-            next_minute = floor_minute(now) + ONE_MINUTE
-            if self._wait((next_minute - now).total_seconds() + WAKE_MARGIN_S):
+            wait_s = (floor_minute(now) + ONE_MINUTE - now).total_seconds() + WAKE_MARGIN_S
+            if self.pending:
+                wait_s = min(wait_s, self.retry_ms / 1000)
+            if self._wait(wait_s):
                 return
 
     def stop(self) -> None:
@@ -109,9 +123,15 @@ class TickScheduler:
         """The newest tick of each job any scheduler sent; none known if Redis fails."""
         try:
             return self.claims.last_ticks(job.name for job in self.schedule)
+        except redis.RedisError as error:
+            logger.warning(
+                "Could not read the last ticks sent (%s: %s); missed ticks may be misreported",
+                type(error).__name__,
+                error,
+            )
         except Exception:
             logger.exception("Could not read the last ticks sent; missed ticks may be misreported")
-            return {}
+        return {}
 
     def _tick_to_send(
         self, job: Job, now: dt.datetime, newest_sent: dt.datetime | None
@@ -152,21 +172,6 @@ class TickScheduler:
                 _list_ticks(missed),
             )
         return send
-
-    def _send(self, job: Job, tick: dt.datetime) -> Outcome:
-        stamp = tick_id(tick)
-        message = job.actor.message_with_options(kwargs={TICK_ARGUMENT: stamp})
-        try:
-            if not self.claims.claim(job.name, stamp, message.message_id):
-                logger.info("Tick %s of %s: already sent by another scheduler", stamp, job.name)
-                return Outcome.TAKEN
-            job.actor.broker.enqueue(message)
-        except Exception:
-            # One job's failure must not stop the others, nor the next minute's ticks.
-            logger.exception("Tick %s of %s was NOT sent", stamp, job.name)
-            return Outcome.FAILED
-        logger.info("Tick %s of %s: sent as message %s", stamp, job.name, message.message_id)
-        return Outcome.SENT
 
 
 def _list_ticks(ticks: list[dt.datetime]) -> str:

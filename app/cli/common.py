@@ -1,4 +1,4 @@
-"""What the ``fintask`` commands share: JSON and table output, and building the broker."""
+"""What the ``fintask`` commands share: JSON output, and building the broker."""
 
 from __future__ import annotations
 
@@ -30,12 +30,3 @@ def with_broker(command: F) -> F:
 def print_json(data: object) -> None:
     """``data`` as indented JSON; timestamps and other objects as their ``str``."""
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-def table(header: tuple[str, ...], *rows: tuple[object, ...]) -> str:
-    """Columns padded to their widest cell, two spaces apart."""
-    cells = [tuple(map(str, row)) for row in (header, *rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )

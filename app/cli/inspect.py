@@ -8,7 +8,7 @@ import click
 
 import actors  # noqa: F401  (declares every actor, and so every queue)
 from app.broker import setup_broker
-from app.cli.common import JSON_OPTION, print_json, table
+from app.cli.common import JSON_OPTION, print_json
 from app.db.models import JobStatus
 from app.db.session import new_session
 from app.inspection import (
@@ -26,6 +26,7 @@ from app.inspection import (
 from app.queues import canonical_queue_names
 from app.redis_client import get_redis
 from app.settings import load_settings
+from app.text_table import table
 
 _QUEUE = click.option("--queue", help="only this queue (default: every declared queue)")
 
@@ -82,17 +83,24 @@ def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
         click.echo("no dead letters")
         return
     rows = [
-        (d.message_id, d.queue_name, d.actor_name, d.retries, d.as_dict()["dead_at"])
+        (
+            d.message_id,
+            d.queue_name,
+            d.actor_name,
+            d.retries,
+            d.as_dict()["dead_at"],
+            _shortened(d.reason or ""),
+        )
         for d in letters
     ]
-    click.echo(table(("MESSAGE ID", "QUEUE", "ACTOR", "RETRIES", "DEAD AT"), *rows))
+    click.echo(table(("MESSAGE ID", "QUEUE", "ACTOR", "RETRIES", "DEAD AT", "REASON"), *rows))
 
 
 @dlq.command("show")
 @click.argument("message_id")
 @JSON_OPTION
 def dlq_show(message_id: str, as_json: bool) -> None:
-    """One dead letter with its arguments and options."""
+    """One dead letter: why it died, its arguments and options (or its raw payload)."""
 
     names = _queue_names(None)
     client = get_redis()
@@ -106,7 +114,14 @@ def dlq_show(message_id: str, as_json: bool) -> None:
     for key, value in details.items():
         if key != "message":
             click.echo(f"{key}: {value}")
-    click.echo("message: " + json.dumps(letter.message, indent=2))
+    if "message" in details:
+        click.echo("message: " + json.dumps(letter.message, indent=2))
+
+
+def _shortened(text: str, chars: int = 60) -> str:
+    """``text`` on one line of at most ``chars`` characters, for a table cell."""
+    line = " ".join(text.split())
+    return line if len(line) <= chars else line[: chars - 1] + "…"
 
 
 @dlq.command("requeue")

@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-from app.settings import SettingsError
+from app.settings import exit_on_settings_error
 
 #: Every subcommand: the module that defines it and its one-line help (the command's own
 #: docstring's first line, which a test keeps in step), so ``--help`` imports none of them.
@@ -62,7 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class FintaskGroup(click.Group):
-    """Loads a subcommand's module when it runs; a configuration error becomes one line."""
+    """Loads a subcommand's module when it runs; a bad setting ends it in one line (status 4)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -78,10 +78,7 @@ class FintaskGroup(click.Group):
             formatter.write_dl([(name, summary) for name, (_, summary) in sorted(COMMANDS.items())])
 
     def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except SettingsError as error:
-            raise click.ClickException(f"configuration error: {error}") from None
+        return exit_on_settings_error(super().invoke)(ctx)
 
 
 @click.group(cls=FintaskGroup)

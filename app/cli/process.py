@@ -46,7 +46,7 @@ def prepare_process_environment(
         # fintask's own counters (app.metrics) write to the same files Dramatiq's server reads.
         environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         environ["dramatiq_prom_port"] = str(settings.metrics_ports[process_type])
-        environ["dramatiq_prom_host"] = environ.get("METRICS_HOST", "0.0.0.0")
+        environ["dramatiq_prom_host"] = settings.metrics_host
 
 
 def exec_command(command: list[str]) -> None:

@@ -10,12 +10,13 @@ import click
 from sqlalchemy import select
 
 import actors  # noqa: F401  (declares the runs' actors; the outbox sends through them)
-from actors.reports import weekly_report
+from actors.reports import start_report
 from actors.runs import CHUNKED_RUNS
 from app.cli.common import with_broker
 from app.db.session import transaction
-from chunking import ChunkRun, Progress, cancel_run, pause_run, resume_run, run_progress, start_run
-from pipelines.reports import report_week, run_key, week_bounds
+from app.text_table import table
+from chunking import ChunkRun, Progress, cancel_run, pause_run, resume_run, run_progress
+from pipelines.reports import report_week, week_bounds
 
 
 @click.group()
@@ -35,7 +36,7 @@ def reports_send(week: str | None, wait: bool) -> None:
     except ValueError:
         raise click.BadParameter(f"{week!r} is not an ISO week such as 2026-W48") from None
     with transaction() as session:
-        run_id = start_run(session, weekly_report, params={"week": week}, key=run_key(week))
+        run_id = start_report(session, week)
     click.echo(f"run {run_id}: weekly report for {week}")
     if wait:
         _follow(run_id)
@@ -79,13 +80,18 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(p) for p in listed], default=str, indent=2))
         return
-    click.echo(f"{'run':>5}  {'name':<22} {'status':<10} {'processed':>10} {'total':>10} {'%':>6}")
-    for p in listed:
-        percent = f"{p.percent:.1f}" if p.percent is not None else "-"
-        click.echo(
-            f"{p.run_id:>5}  {p.name:<22} {p.status:<10} {p.processed:>10} "
-            f"{p.estimated_total if p.estimated_total is not None else '-':>10} {percent:>6}"
+    rows = [
+        (
+            p.run_id,
+            p.name,
+            p.status,
+            p.processed,
+            "-" if p.estimated_total is None else p.estimated_total,
+            "-" if p.percent is None else f"{p.percent:.1f}",
         )
+        for p in listed
+    ]
+    click.echo(table(("RUN", "NAME", "STATUS", "PROCESSED", "TOTAL", "%"), *rows))
 
 
 @runs.command("pause")

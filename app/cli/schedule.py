@@ -8,8 +8,8 @@ import json
 import click
 import redis
 
-from app.middleware.ticks import TickClaims
 from app.redis_client import get_redis
+from scheduler.claims import TickClaims
 from scheduler.render import default_schedule, render_schedule, schedule_data
 
 

@@ -228,6 +228,8 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[str] = mapped_column(String(36), unique=True)
     actor_name: Mapped[str] = mapped_column(String(100))
+    #: None on rows a release before 0002 wrote: the relay finds their queue in the registry.
+    queue_name: Mapped[str | None] = mapped_column(String(100))
     kwargs: Mapped[dict[str, object]] = mapped_column(JSON)
     delay_ms: Mapped[int | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
@@ -243,7 +245,7 @@ class OutboxMessage(Base):
     )
 
 
-# --- Insights (issue 5, triggers) -------------------------------------------------------------
+# --- Insights (triggers) -----------------------------------------------------------------------
 # Derived from the stored transactions by ``pipelines.insights``: recomputed and replaced as a
 # whole for one account, so a recalculation that runs twice leaves the same rows.
 

@@ -11,6 +11,13 @@ from sqlalchemy.orm import Session
 from app.db.models import Base
 
 
+def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``model`` that has ``on_conflict_do_nothing`` on ``session``'s
+    backend (PostgreSQL in production, SQLite in tests and the embedded default)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
 def insert_once(
     session: Session, model: type[Base], values: dict[str, Any], *, key: dict[str, Any]
 ) -> tuple[int, bool]:
@@ -19,11 +26,9 @@ def insert_once(
     ``INSERT .. ON CONFLICT DO NOTHING`` on both backends: a redelivered or concurrent message
     finds the row already there and learns that it lost, so it skips the side effects.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table: Any = model
-    statement = insert(table).values(values).on_conflict_do_nothing().returning(table.id)
-    created = session.execute(statement).scalar_one_or_none()
+    statement = dialect_insert(session, model).values(values).on_conflict_do_nothing()
+    created = session.execute(statement.returning(table.id)).scalar_one_or_none()
     if created is not None:
         return int(created), True
     query = select(table.id).filter_by(**key)

@@ -36,10 +36,10 @@ from app.local.sinks import read_records
 from app.local.stack import LocalStack
 from app.queues import queue_depths
 from app.redis_client import get_redis
-from chunking import ChunkRun, run_progress, start_run
+from chunking import ChunkRun, run_progress
 from pipelines.accounts import link_account
 from pipelines.notifications import Channel, notify
-from pipelines.reports import report_week, run_key
+from pipelines.reports import report_week
 from scheduler.render import schedule_data
 
 Log = Callable[[str], None]
@@ -261,9 +261,7 @@ def weekly_report(context: DemoContext) -> None:
     week = report_week(None)
     active = _count(User, User.is_active.is_(True))
     with transaction() as session:
-        run_id = start_run(
-            session, report_actors.weekly_report, params={"week": week}, key=run_key(week)
-        )
+        run_id = report_actors.start_report(session, week)
     peak_queue = 0
 
     def finished() -> bool:

@@ -71,7 +71,7 @@ class LocalStack:
         upgrade(settings.database_url)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "app", "run", *self.process_types],
+                [sys.executable, "-m", "app.cli", "run", *self.process_types],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

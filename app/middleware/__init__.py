@@ -120,11 +120,12 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 
 def defer_message(
     broker: Broker,
-    message: MessageProxy,
+    message: MessageProxy | Message[Any],
     *,
     delay_ms: int,
     count_option: str,
     options: dict[str, Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> Message[Any]:
     """Enqueue ``message`` again after ``delay_ms``; the caller then raises ``SkipMessage``.
 
@@ -132,12 +133,16 @@ def defer_message(
     unique-enqueue claims and logs follow it), the ``message_timestamp`` (so ``max_age``,
     Celery's ``expires``, still counts from the first send and bounds how long a message can
     be deferred) and every option, ``retries`` included; it adds ``options`` and one to
-    ``options[count_option]``. It is enqueued here, before the worker acknowledges the current
-    delivery (the ack happens once ``SkipMessage`` unwinds), so a crash in between leaves two
-    deliveries of one message, which idempotent actors absorb, and never none.
+    ``options[count_option]``, and merges ``kwargs`` into its keyword arguments. It is enqueued
+    here, before the worker acknowledges the current delivery (the ack happens once
+    ``SkipMessage`` unwinds), so a crash in between leaves two deliveries of one message, which
+    idempotent actors absorb, and never none.
     """
     count = int(message.options.get(count_option) or 0) + 1
-    deferred = message.copy(options={**(options or {}), count_option: count})
+    changes: dict[str, Any] = {"options": {**(options or {}), count_option: count}}
+    if kwargs:
+        changes["kwargs"] = {**message.kwargs, **kwargs}
+    deferred = message.copy(**changes)
     try:
         return broker.enqueue(deferred, delay=delay_ms)
     except MiddlewareError:

@@ -7,16 +7,18 @@ and short strings; everything else is loaded by id when the message runs.
 
 from __future__ import annotations
 
-import inspect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import dramatiq
 from dramatiq import Broker, Message, Middleware
-from dramatiq.middleware import MiddlewareError
+from dramatiq.broker import MessageProxy
+from dramatiq.logging import get_logger
+from dramatiq.middleware import MiddlewareError, SkipMessage
 
-#: The schema of fintask's messages; stamped on every message as the ``schema`` option.
+#: The schema of fintask's messages; stamped on every message as the ``schema`` option. Raise
+#: it when a release changes what messages mean in a way the release before would misread:
+#: workers of that release then dead-letter the new messages instead of running them.
 SCHEMA_VERSION = 1
 
 MAX_STRING_CHARS = 1_000
@@ -70,14 +72,36 @@ def validate_message(message: Message[Any], *, max_bytes: int) -> None:
         )
 
 
+def schema_problem(schema: object) -> str | None:
+    """Why this release cannot run a message stamped ``schema`` (``None`` when it can).
+
+    A message without a stamp was not sent through a fintask broker (one pushed by hand) and is
+    read as the current schema.
+    """
+    if schema is None:
+        return None
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        return f"its schema {schema!r} is not a version number"
+    if schema > SCHEMA_VERSION:
+        return (
+            f"its schema {schema} is newer than this release's {SCHEMA_VERSION}: "
+            "a newer release sent it"
+        )
+    return None
+
+
 class Guardrails(Middleware):
-    """Validates every message at send time and stamps it with the schema version.
+    """Validates every message at send time and stamps it with the schema version; a worker
+    dead-letters a message whose schema it does not know.
 
     Retries and deferrals re-enqueue messages that already passed; they carry the ``schema``
-    option and are not validated again.
+    option and are not validated again. A message from a newer release (during a deploy, or a
+    rollback) is failed before its actor runs, so it waits in the dead letters, with the reason
+    logged, for a worker that reads it, instead of running with arguments this release misreads.
     """
 
     def __init__(self, *, max_message_bytes: int) -> None:
+        self.logger = get_logger(__name__, type(self))
         self.max_message_bytes = max_message_bytes
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
@@ -86,27 +110,15 @@ class Guardrails(Middleware):
         validate_message(message, max_bytes=self.max_message_bytes)
         message.options["schema"] = SCHEMA_VERSION
 
-
-def accepts_any_kwargs(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` takes ``**kwargs`` (a "rubber signature")."""
-    parameters = inspect.signature(fn).parameters.values()
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def house_rule_problems(actor: dramatiq.Actor[Any, Any]) -> list[str]:
-    """Why ``actor`` breaks the house rules (empty when it follows them).
-
-    Every actor takes ``**kwargs`` (old and new releases exchange messages during a deploy)
-    and states its limits instead of inheriting Dramatiq's defaults (a 10 minute time limit,
-    20 retries spread over about 30 days, no max age).
-    """
-    problems = []
-    if not accepts_any_kwargs(actor.fn):
-        problems.append("does not accept **kwargs")
-    for option in REQUIRED_ACTOR_OPTIONS:
-        if option not in actor.options:
-            problems.append(f"does not state {option}")
-    return problems
-
-
-REQUIRED_ACTOR_OPTIONS = ("time_limit", "max_age", "max_retries", "min_backoff", "max_backoff")
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        problem = schema_problem(message.options.get("schema"))
+        if problem is None:
+            return
+        self.logger.error(
+            "Dead-lettering message %s of %r: %s.",
+            message.message_id,
+            message.actor_name,
+            problem,
+        )
+        message.fail()
+        raise SkipMessage(problem)

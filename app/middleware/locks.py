@@ -36,7 +36,8 @@ from app.middleware import (
     option,
 )
 
-_RELEASE = """
+# KEYS[1] is deleted only while it holds ARGV[1]: an owner's release never frees a later owner.
+_COMPARE_AND_DELETE = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
 return 0
 """
@@ -60,6 +61,11 @@ CONTENTION_OUTCOMES = ("skip", "defer", "fail")
 UNIQUE_CLAIM_OPTION = "unique_claim"
 
 logger = get_logger(__name__)
+
+
+def compare_and_delete(client: redis.Redis, key: str, value: str) -> bool:
+    """Delete ``key`` if it still holds ``value`` (its owner's token); whether it did."""
+    return bool(client.eval(_COMPARE_AND_DELETE, 1, key, value))
 
 
 class LockNotAcquired(MiddlewareError):
@@ -114,7 +120,7 @@ class RedisMutex:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        return bool(self.client.eval(_RELEASE, 1, self.redis_key, self.token))
+        return compare_and_delete(self.client, self.redis_key, self.token)
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
@@ -318,7 +324,13 @@ class UniqueEnqueue(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if redis_key := message.options.get(UNIQUE_CLAIM_OPTION):
-            self.client().eval(_RELEASE, 1, redis_key, message.message_id)
+            compare_and_delete(self.client(), redis_key, message.message_id)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        # A message failed before this middleware saw it (Guardrails dead-letters a newer
+        # schema) frees its key too; a skipped one that lives on (deferred) keeps its claim.
+        if message.failed and (redis_key := message.options.get(UNIQUE_CLAIM_OPTION)):
+            compare_and_delete(self.client(), redis_key, message.message_id)
 
 
 def send_unique(actor: Actor[..., Any], *args: Any, **kwargs: Any) -> Message[Any] | None:

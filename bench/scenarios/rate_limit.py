@@ -26,6 +26,7 @@ from bench.systems import (
     wait_until_count,
     workers,
 )
+from chunking.redis_keys import dead_letters_key
 
 KEY = "rate_limit"
 RATE = 20
@@ -145,7 +146,7 @@ def measure(bench: Bench, client: redis.Redis, one: Run, count: int, window_s: f
     bench.record(KEY, CASE, "error vs configured", "%", name, 100 * (observed - RATE) / RATE)
     bench.record(KEY, CASE, "busiest second", "starts", name, busiest_second(steady))
     if one.system.kind != "celery":
-        dead = client.zcard(f"dramatiq:{queue_name(one.tag)}.XQ")
+        dead = client.zcard(dead_letters_key(queue_name(one.tag)))
         retries = int(client.get(retries_key(one.tag)) or 0)
         bench.record(KEY, CASE, "dead-lettered", "messages", name, dead)
         bench.record(KEY, CASE, "retries spent", "retries", name, retries)

@@ -12,7 +12,7 @@ from app.db.models import AccountStatus, ProviderAccount
 from app.db.session import transaction
 from app.web.jobs import router
 
-pytest_plugins = ["test_refresh_support"]  # its fixtures: sandbox, account, redis_env
+pytest_plugins = ["tests.support.refresh_fixtures"]  # its fixtures: sandbox, account, redis_env
 
 
 @pytest.fixture

@@ -6,17 +6,18 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
-from test_refresh_support import load_job, make_job, sent_to, wait_until
 
-from actors.etl import etl_pipeline, start_etl, store_transactions
+from actors.etl import download_transactions, etl_pipeline, start_etl, store_transactions
 from app.db.models import JobStatus, Merchant, ProviderAccount, RawBlob, Transaction
 from app.db.session import transaction
 from pipelines import etl
 from pipelines.statements import Statement, normalized_merchant_name, parse_download
 from pipelines.steps import DEFERRALS_OPTION
 from sandbox.data import expected_account, expected_transactions
+from tests.support.refresh_fixtures import load_job, make_job, sent_to, wait_until
 
-pytest_plugins = ["test_refresh_support"]  # its fixtures: sandbox, account, redis_env, sent
+# Its fixtures: sandbox, account, redis_env, sent.
+pytest_plugins = ["tests.support.refresh_fixtures"]
 
 pytestmark = pytest.mark.usefixtures("redis_env")
 
@@ -171,6 +172,7 @@ def test_a_429_resends_the_step_after_retry_after_without_spending_a_retry(
     downloads = sent_to(sent, "download_transactions")
     first = downloads[0][0]
     # (The worker enqueues a delayed message once more when it is due, without a delay.)
+    print([(m.options, d) for m, d in downloads])
     ((again, delay),) = [(message, delay) for message, delay in downloads if delay]
     assert delay == 1_000
     assert again.message_id == first.message_id
@@ -228,3 +230,63 @@ def test_a_step_that_keeps_failing_fails_the_job_when_its_retries_run_out(
     assert failed.error.startswith("download: gave up after 2 attempt(s): ProviderUnavailable")
     assert sum(provider.stats().values()) == 2
     assert _count(RawBlob) == 0
+
+
+def test_a_download_past_its_soft_time_limit_goes_on_from_the_pages_it_read(
+    sandbox, account, stub_broker, stub_worker, sent
+):
+    # Given a provider taking a quarter of a second an answer, and a download whose soft time
+    # limit (1 ms) passes during its first page,
+    provider = sandbox(latency_ms=250)
+    job = make_job(account.id)
+    pipeline = etl_pipeline(job.id, account.id)
+    pipeline.messages[0].options["soft_time_limit_ms"] = 1
+
+    # when the ETL runs,
+    pipeline.run()
+    stub_broker.join("etl")
+    stub_worker.join()
+
+    # then the download stopped at the check after that page, kept it and sent itself on at
+    # once, as the same message, without spending a retry;
+    downloads = sent_to(sent, "download_transactions")
+    # (If it comes back before the first delivery has let go of the account's lock, the lock
+    # defers it once more, later.)
+    again, delay = next((m, d) for m, d in downloads if DEFERRALS_OPTION in m.options and d)
+    assert delay < 100
+    assert again.message_id == downloads[0][0].message_id
+    assert again.options.get("retries", 0) == 0
+    assert again.kwargs["resume_blob_id"] is not None
+    # the next delivery read only the balance, and the job finished with every transaction.
+    assert provider.stats() == {"200": 2}
+    assert load_job(job.id).status == JobStatus.DONE
+    assert _count(Transaction) == len(expected_transactions(account.external_id))
+
+
+def test_two_downloads_of_one_account_never_run_at_once(
+    sandbox, account, stub_broker, stub_worker, sent
+):
+    # Given a slow provider (half a second an answer) and one download delivered twice, as a
+    # redelivery while the first delivery still runs would bring it,
+    provider = sandbox(latency_ms=500)
+    job = make_job(account.id)
+    message = download_transactions.message(job_id=job.id, account_id=account.id)
+    stub_broker.enqueue(message)
+    stub_broker.enqueue(message.copy())
+
+    # when both reach the worker's two threads,
+    wait_until(lambda: any("lock_deferrals" in m.options for m, _ in sent))
+    wait_until(lambda: load_job(job.id).progress == 75)  # the first download is done
+
+    # then the second waited for the account's lock (deferred, no retry spent) while the
+    # first alone read the provider;
+    ((deferred, delay),) = [(m, d) for m, d in sent if "lock_deferrals" in m.options]
+    assert deferred.message_id == message.message_id
+    assert 1_000 <= delay <= 1_500
+    assert deferred.options.get("retries", 0) == 0
+    assert provider.stats() == {"200": 2}
+    # and ran once the lock was free, finding the blob the first one kept.
+    stub_broker.join("etl")
+    stub_worker.join()
+    assert provider.stats() == {"200": 4}
+    assert _count(RawBlob, kind=etl.RAW_KIND) == 1

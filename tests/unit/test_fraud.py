@@ -15,7 +15,7 @@ from app.db.models import (
 )
 from app.db.session import transaction
 from pipelines import fraud
-from pipelines.accounts import link_account, record_lookup
+from pipelines.accounts import link_account
 
 
 def _link(user, n: int) -> int:
@@ -24,10 +24,8 @@ def _link(user, n: int) -> int:
 
 
 def test_the_rule_names_what_was_seen_and_the_limit():
-    assert (
-        fraud.assess(links_in_window=3, balance_lookups_in_window=5).verdict is FraudVerdict.CLEAN
-    )
-    finding = fraud.assess(links_in_window=4, balance_lookups_in_window=0)
+    assert fraud.assess(links_in_window=3).verdict is FraudVerdict.CLEAN
+    finding = fraud.assess(links_in_window=4)
     assert finding.verdict is FraudVerdict.SUSPICIOUS
     assert finding.reason == "4 accounts linked within 1:00:00; the limit is 3"
 
@@ -63,15 +61,6 @@ def test_links_spread_over_more_than_an_hour_are_clean(user, stub_broker):
             )
 
     assert fraud.check_account(account_id) is FraudVerdict.CLEAN
-
-
-def test_repeated_balance_only_lookups_are_suspicious(user, stub_broker):
-    account_id = _link(user, 1)
-    with transaction() as session:
-        for _ in range(6):
-            record_lookup(session, account_id=account_id, balance_only=True)
-
-    assert fraud.check_account(account_id) is FraudVerdict.SUSPICIOUS
 
 
 def test_a_check_run_twice_records_one_verdict_and_one_alert(user, stub_broker):

@@ -11,7 +11,7 @@ import pytest
 
 from actors.notifications import deliver_email
 from app.house_rules import fintask_actor
-from app.middleware.guardrails import SCHEMA_VERSION, MessageRejected
+from app.middleware.guardrails import SCHEMA_VERSION, MessageRejected, schema_problem
 
 
 def test_a_two_megabyte_argument_is_refused_naming_actor_and_argument(stub_broker):
@@ -51,6 +51,55 @@ def test_an_accepted_message_carries_the_schema_version(stub_broker):
     message = deliver_email.send(notification_id=7)
 
     assert message.options["schema"] == SCHEMA_VERSION
+
+
+def test_a_message_from_a_newer_release_is_dead_lettered_with_the_reason_not_run(
+    stub_broker, caplog
+):
+    # Given an actor of this release, and a message a newer release stamped with its schema,
+    seen: list[dict[str, Any]] = []
+
+    @fintask_actor(
+        queue_name="compat",
+        time_limit=1_000,
+        max_age=60_000,
+        max_retries=3,
+        min_backoff=100,
+        max_backoff=100,
+    )
+    def refresh_balance(account_id: int, **kwargs: Any) -> None:
+        seen.append({"account_id": account_id, **kwargs})
+
+    newer = refresh_balance.message(account_id=1).copy(options={"schema": SCHEMA_VERSION + 1})
+    stub_broker.enqueue(newer)
+
+    # when a worker of this release takes it,
+    worker = dramatiq.Worker(stub_broker, queues={"compat"}, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        stub_broker.join("compat", fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+        del stub_broker.actors["refresh_balance"]
+
+    # then the actor never ran, the message waits in the dead letters without retries, and the
+    # log says why.
+    assert seen == []
+    (dead,) = stub_broker.dead_letters_by_queue["compat"]
+    assert dead.message_id == newer.message_id
+    assert dead.options.get("retries", 0) == 0
+    assert (
+        f"its schema {SCHEMA_VERSION + 1} is newer than this release's {SCHEMA_VERSION}"
+        in caplog.text
+    )
+
+
+def test_which_schemas_a_worker_reads():
+    assert schema_problem(SCHEMA_VERSION) is None
+    assert schema_problem(None) is None  # not sent through a fintask broker
+    assert "is newer than" in (schema_problem(SCHEMA_VERSION + 1) or "")
+    assert "is not a version number" in (schema_problem("2") or "")
 
 
 def test_old_and_new_releases_exchange_messages(stub_broker):

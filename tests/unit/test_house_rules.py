@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import dramatiq
 import pytest
 
 import actors
+import pipelines
 import scheduler.schedule  # noqa: F401  (the schedule must import cleanly too)
 from app.house_rules import (
     REQUIRED_ACTOR_OPTIONS,
@@ -15,6 +18,7 @@ from app.house_rules import (
     fintask_actor,
     house_rule_problems,
 )
+from app.outbox import ActorRef
 
 
 def test_every_actor_follows_the_house_rules():
@@ -24,6 +28,31 @@ def test_every_actor_follows_the_house_rules():
     problems = {name: house_rule_problems(actor) for name, actor in declared.items()}
 
     assert {name: p for name, p in problems.items() if p} == {}
+
+
+def flow_actor_refs() -> dict[str, ActorRef]:
+    """Every ``ActorRef`` a flow module of ``pipelines`` defines, by where it is defined."""
+    refs = {}
+    for info in pkgutil.iter_modules(pipelines.__path__, prefix="pipelines."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, ActorRef):
+                refs[f"{info.name}.{name}"] = value
+    return refs
+
+
+def test_every_actor_a_flow_names_is_declared_on_the_queue_the_flow_gives():
+    declared = dramatiq.get_broker().actors
+    refs = flow_actor_refs()
+    assert refs, "no flow names an actor"
+
+    wrong = {
+        where: ref
+        for where, ref in refs.items()
+        if ref.actor_name not in declared or declared[ref.actor_name].queue_name != ref.queue_name
+    }
+
+    assert wrong == {}
 
 
 def test_an_actor_without_kwargs_fails_the_check(stub_broker):

@@ -5,17 +5,25 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import dramatiq
 import pytest
 import redis
-from sqlalchemy import select
-from test_refresh_support import sent_to
+from sqlalchemy import func, select
 
-from app.db.models import MonthlyBalance, MonthlySpending, ProviderAccount, Transaction
+from app.db.models import (
+    MonthlyBalance,
+    MonthlySpending,
+    OutboxMessage,
+    ProviderAccount,
+    Transaction,
+)
 from app.db.session import transaction
 from pipelines import insights
-from pipelines.insights import Move, monthly_balances, monthly_spending, pending_key
+from pipelines.insights import Move, monthly_balances, monthly_spending
+from tests.support.refresh_fixtures import sent_to
 
-pytest_plugins = ["test_refresh_support"]  # its fixtures: sandbox, account, redis_env, sent
+# Its fixtures: sandbox, account, redis_env, sent.
+pytest_plugins = ["tests.support.refresh_fixtures"]
 
 pytestmark = pytest.mark.usefixtures("redis_env")
 
@@ -91,26 +99,41 @@ def test_many_store_events_leave_one_pending_recalculation(account, stub_broker,
         with transaction() as session:
             insights.request_recalculation(session, account.id)
 
-    # then one recalculation is pending;
+    # then one recalculation is pending, and no store's message is left in the outbox (the
+    # refused ones are covered by the pending one);
     assert len(sent_to(sent, "recalculate_insights")) == 1
     assert stub_broker.queues["insights"].qsize() == 1
+    with transaction() as session:
+        unsent = select(func.count()).where(OutboxMessage.sent_at.is_(None))
+        assert session.scalar(unsent) == 0
 
     # once it has started, the next change gets a recalculation of its own.
-    insights.recalculate(account.id)
+    _run_insights(stub_broker)
     with transaction() as session:
         insights.request_recalculation(session, account.id)
     assert len(sent_to(sent, "recalculate_insights")) == 2
 
 
-def test_a_rolled_back_store_gives_its_claim_back(account, stub_broker, redis_env):
+def _run_insights(broker) -> None:
+    """Deliver the pending recalculations (a worker started now, so none ran before)."""
+    worker = dramatiq.Worker(broker, queues={"insights"}, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        broker.join("insights", fail_fast=True)
+        worker.join()
+    finally:
+        worker.stop()
+
+
+def test_a_rolled_back_store_holds_no_claim(account, stub_broker, redis_env):
     with pytest.raises(RuntimeError), transaction() as session:
         insights.request_recalculation(session, account.id)
         raise RuntimeError("the store failed after requesting")
 
-    assert redis.Redis.from_url(redis_env).get(pending_key(account.id)) is None
+    assert redis.Redis.from_url(redis_env).keys("fintask:unique:*") == []
     assert stub_broker.queues["insights"].qsize() == 0
     with transaction() as session:
-        assert insights.request_recalculation(session, account.id)
+        insights.request_recalculation(session, account.id)
     assert stub_broker.queues["insights"].qsize() == 1
 
 

@@ -19,7 +19,7 @@ from app.inspection import (
     requeue_dead_letter,
 )
 
-pytest_plugins = ["test_inspection_support"]
+pytest_plugins = ["tests.support.inspection_fixtures"]
 
 
 def test_a_failed_message_is_listed_and_shown_with_its_actor_and_arguments(dead_letters):

@@ -13,7 +13,7 @@ from app.cli.main import main
 from app.db.models import Job, ProviderAccount
 from app.db.session import transaction
 
-pytest_plugins = ["test_inspection_support"]
+pytest_plugins = ["tests.support.inspection_fixtures"]
 
 
 def fintask(*args: str, input: str | None = None):

@@ -20,7 +20,7 @@ from app.settings import PROJECT_ROOT
 from app.web import create_app
 from chunking.models import metadata as chunking_metadata
 
-pytest_plugins = ["test_inspection_support"]
+pytest_plugins = ["tests.support.inspection_fixtures"]
 
 OPS = PROJECT_ROOT / "ops"
 METRIC = re.compile(r"\b((?:fintask|dramatiq)_[a-z_]+)\b")

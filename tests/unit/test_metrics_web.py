@@ -22,7 +22,7 @@ from app.web import create_app
 from chunking.models import ChunkRun
 from chunking.models import metadata as chunking_metadata
 
-pytest_plugins = ["test_inspection_support"]
+pytest_plugins = ["tests.support.inspection_fixtures"]
 
 
 def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

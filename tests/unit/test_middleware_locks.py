@@ -19,6 +19,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
 from app.middleware import InvalidActorOption
+from app.middleware.guardrails import SCHEMA_VERSION, Guardrails
 from app.middleware.locks import (
     AlreadyPending,
     LockNotAcquired,
@@ -285,3 +286,33 @@ def test_a_retry_is_not_blocked_by_the_key(client):
 
     # Then the retry ran although the change held the key, and the change ran too
     assert sorted(attempts) == [("change", 0), ("first", 0), ("first", 1)]
+
+
+def test_a_message_dead_lettered_before_it_ran_frees_its_key(client):
+    # Given fintask's order (Guardrails first) and a pending message from a newer release,
+    broker = StubBroker(
+        middleware=[
+            Guardrails(max_message_bytes=16_384),
+            UniqueEnqueue(client=client),
+            *(m() for m in default_middleware),
+        ]
+    )
+    runs: list[int] = []
+
+    @dramatiq.actor(broker=broker, unique_key="account:{account_id}", **EXPLICIT)
+    def recalculate(account_id: int, **kwargs: Any) -> None:
+        runs.append(account_id)
+
+    newer = recalculate.message(account_id=1).copy(options={"schema": SCHEMA_VERSION + 1})
+    broker.enqueue(newer)
+    assert send_unique(recalculate, account_id=1) is None
+
+    # When a worker of this release dead-letters it,
+    with working(broker):
+        broker.join(recalculate.queue_name, fail_fast=False)
+
+    # Then it never ran, and the next change is not blocked by its claim.
+    assert runs == []
+    assert [message.message_id for message in broker.dead_letters] == [newer.message_id]
+    assert client.exists("fintask:unique:recalculate:account:1") == 0
+    assert send_unique(recalculate, account_id=1) is not None

@@ -12,7 +12,7 @@ from app.db.models import Notification, NotificationStatus
 from app.db.session import transaction
 from app.senders import SendFailed, email_message_id
 from pipelines import notifications
-from pipelines.notifications import Channel, NotificationInFlight, Outcome, notify
+from pipelines.notifications import Channel, DeliveryOutcome, NotificationInFlight, notify
 
 
 def _notify(user, *, channel=Channel.EMAIL, urgent=False, dedup_key="weekly:1") -> int:
@@ -78,7 +78,7 @@ def test_a_push_notification_reaches_the_gateway_with_its_idempotency_key(user, 
 
     outcome = notifications.deliver(notification_id, senders=_senders())
 
-    assert outcome is Outcome.SENT
+    assert outcome is DeliveryOutcome.SENT
     (request,) = sinks.http()
     assert request["idempotency_key"] == "push:7"
     assert request["json"]["to"] == "push-ada"
@@ -93,7 +93,7 @@ def test_a_stale_notification_is_dropped_and_counted_not_sent_late(user, sinks, 
 
     outcome = notifications.deliver(notification_id, senders=_senders())
 
-    assert outcome is Outcome.EXPIRED
+    assert outcome is DeliveryOutcome.EXPIRED
     assert sinks.mail() == []
     assert _count("email", "expired") == expired_before + 1
     with transaction() as session:
@@ -118,7 +118,7 @@ def test_a_claim_left_by_a_dead_worker_is_taken_over(user, sinks, database):
         long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         session.execute(update(Notification).values(status="sending", claimed_at=long_ago))
 
-    assert notifications.deliver(notification_id, senders=_senders()) is Outcome.SENT
+    assert notifications.deliver(notification_id, senders=_senders()) is DeliveryOutcome.SENT
     assert len(sinks.mail()) == 1
 
 

@@ -7,7 +7,6 @@ import datetime as dt
 import httpx
 import pytest
 from sqlalchemy import func, select
-from test_refresh_support import load_job, make_job, sent_to, wait_until
 
 from app.db.models import AccountStatus, Job, JobStatus, OutboxMessage, Transaction
 from app.db.session import transaction
@@ -16,8 +15,10 @@ from pipelines import refresh
 from pipelines.refresh import PollOutcome, next_poll_delay_ms
 from pipelines.steps import DEFERRALS_OPTION
 from sandbox.data import expected_transactions
+from tests.support.refresh_fixtures import load_job, make_job, sent_to, wait_until
 
-pytest_plugins = ["test_refresh_support"]  # its fixtures: sandbox, account, redis_env, sent
+# Its fixtures: sandbox, account, redis_env, sent.
+pytest_plugins = ["tests.support.refresh_fixtures"]
 
 pytestmark = pytest.mark.usefixtures("redis_env")
 

@@ -14,7 +14,7 @@ from app.db.models import Notification, User
 from app.db.session import default_engine, transaction
 from app.local.seed import seed
 from app.web import create_app
-from chunking import ChunkRun
+from chunking import ChunkRun, RunStatus
 from pipelines import reports
 
 WEEK = "2026-W47"
@@ -62,6 +62,41 @@ def test_every_active_user_gets_one_report_and_inactive_ones_none(users, stub_br
         inactive = set(session.scalars(select(User.id).where(User.is_active.is_(False))))
     assert inactive.isdisjoint(per_user)
     assert stub_broker.queues["emails"].qsize() == users
+
+
+def test_a_chunk_past_its_soft_time_limit_sends_nothing_and_fails_the_run(
+    database, stub_broker, monkeypatch
+):
+    # Given active users, and chunks whose soft time limit (1 ms) passes mid-chunk (and whose
+    # retries follow each other at once),
+    seed(default_engine(), users=100)
+    for option, value in {"soft_time_limit_ms": 1, "min_backoff": 1, "max_backoff": 1}.items():
+        monkeypatch.setitem(weekly_report.actor.options, option, value)
+
+    # when the report's first chunk runs, and is retried until its retries run out,
+    start_weekly_report.send(week=WEEK)
+    worker = dramatiq.Worker(stub_broker, queues={"fanout"}, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        stub_broker.join("fanout", fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+
+    # then each attempt stopped at a check between two users and its transaction rolled back
+    # (no notification, no e-mail, the cursor where it was), and the run failed saying why.
+    run = _the_run()
+    assert run.error is not None
+    assert run.error.startswith("SoftTimeLimitExceeded: soft time limit passed")
+    assert (run.status, run.seq, run.cursor, run.processed) == (RunStatus.FAILED, 0, None, 0)
+    assert run.failures == weekly_report.max_retries + 1
+    assert _reports_by_user() == {}
+    assert stub_broker.queues["emails"].qsize() == 0
+
+
+def _the_run() -> ChunkRun:
+    with transaction() as session:
+        return session.scalars(select(ChunkRun)).one()
 
 
 def test_a_duplicated_chunk_message_does_not_double_any_report(users, stub_broker):

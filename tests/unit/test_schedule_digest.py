@@ -4,6 +4,7 @@ often its tick, its pages or its messages run."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 import actors.digest
 from app.db.models import Notification, ProviderAccount, Transaction, User
 from app.db.session import transaction
+from app.house_rules import fintask_actor
 from pipelines import digest
 
 DAY = dt.date(2024, 6, 1)
@@ -119,6 +121,53 @@ def test_the_fan_out_pages_active_users_by_id_range(database):
         ("send_digest", {"user_id": ids[0], "day": day}),
         ("send_digest", {"user_id": ids[2], "day": day}),
     ]
+
+
+def test_past_its_soft_time_limit_the_fan_out_stops_after_a_page_and_sends_itself_the_rest(
+    database, sinks, stub_broker, stub_worker
+):
+    # Given five active users, and a fan-out run on a worker with a soft time limit of 1 ms
+    # whose sends take 5 ms each,
+    ids = add_users(True, True, True, True, True)
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def slow_send(actor: str, kwargs: dict[str, Any]) -> None:
+        time.sleep(0.005)
+        sent.append((actor, kwargs))
+
+    @fintask_actor(
+        queue_name="digests",
+        time_limit=5_000,
+        soft_time_limit_ms=1,
+        max_age=60_000,
+        max_retries=0,
+        min_backoff=100,
+        max_backoff=100,
+    )
+    def fan_out_in_pages_of_two(**kwargs: Any) -> None:
+        digest.start(DAY, page_size=2, send=slow_send)
+
+    # when it runs,
+    try:
+        fan_out_in_pages_of_two.send()
+        stub_broker.join("digests", fail_fast=True)
+        stub_worker.join()
+    finally:
+        del stub_broker.actors["fan_out_in_pages_of_two"]
+
+    # then it stopped at the check after its first page and handed the rest to the periodic
+    # entry, by day and the last id paged (no tick: it is not a second run of the tick);
+    day = DAY.isoformat()
+    assert sent == [
+        ("send_digest_page", {"day": day, "first_id": ids[0], "last_id": ids[1]}),
+        ("send_daily_digests", {"day": day, "after": ids[1]}),
+    ]
+    # The periodic entry, sent that, digests the users after that id only.
+    actors.digest.send_daily_digests.send(**sent[-1][1])
+    stub_broker.join("digests", fail_fast=True)
+    stub_broker.join("emails", fail_fast=True)
+    stub_worker.join()
+    assert digests() == [(f"digest:{day}:{user_id}", user_id) for user_id in ids[2:]]
 
 
 @pytest.mark.parametrize("runs", [1, 2])

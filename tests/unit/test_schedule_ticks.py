@@ -16,9 +16,11 @@ import redis
 from dramatiq import Message, Worker
 from dramatiq.brokers.stub import StubBroker
 
-from app.middleware.ticks import TickClaims, TickGuard, tick_key
+from app.middleware.ticks import TickGuard, tick_key
+from scheduler.claims import TickClaims
+from scheduler.delivery import TickOutcome
 from scheduler.jobs import Schedule, every
-from scheduler.ticker import Outcome, TickScheduler
+from scheduler.ticker import TickScheduler
 from tests.support.scheduler_actors import QUEUE, SCHEDULE, declare_noop_actor
 
 START = dt.datetime(2024, 6, 3, 9, 29, 40, tzinfo=dt.UTC)
@@ -66,7 +68,9 @@ def tick(hour: int, minute: int, day: int = 3) -> str:
 # Two schedulers
 
 
-def wake(scheduler: TickScheduler, barrier: threading.Barrier, outcomes: Counter[Outcome]) -> None:
+def wake(
+    scheduler: TickScheduler, barrier: threading.Barrier, outcomes: Counter[TickOutcome]
+) -> None:
     """Wake ``scheduler`` once all racers are ready; count what it did."""
     barrier.wait()
     outcomes.update(sent.outcome for sent in scheduler.wake())
@@ -80,7 +84,7 @@ def test_two_schedulers_send_each_tick_of_each_job_once(client, stub_broker):
     ]
 
     # When both wake at the same moments for five minutes, racing each other
-    outcomes: Counter[Outcome] = Counter()
+    outcomes: Counter[TickOutcome] = Counter()
     for _ in range(5):
         for clock in clocks:
             clock.advance(minutes=1)
@@ -97,7 +101,7 @@ def test_two_schedulers_send_each_tick_of_each_job_once(client, stub_broker):
         (job.name, minute): 1 for job in SCHEDULE for minute in minutes
     }
     # and every tick was contended: one scheduler sent it, the other found it taken
-    assert outcomes == {Outcome.SENT: 10, Outcome.TAKEN: 10}
+    assert outcomes == {TickOutcome.SENT: 10, TickOutcome.TAKEN: 10}
 
 
 def test_a_scheduler_waits_for_the_next_minute_and_stops_when_asked(client, stub_broker):
@@ -140,7 +144,7 @@ def test_a_scheduler_starting_late_sends_the_latest_missed_tick_of_a_catch_up_jo
 
     # Then only Monday's 06:00 summary is sent, and recorded as the newest tick
     assert [(s.job, s.tick.isoformat(), s.outcome) for s in sent] == [
-        ("daily_summary", tick(6, 0), Outcome.SENT)
+        ("daily_summary", tick(6, 0), TickOutcome.SENT)
     ]
     assert ticks_queued(stub_broker) == {("daily_summary", tick(6, 0)): 1}
     assert claims.last_ticks(["daily_summary"]) == {
@@ -172,7 +176,7 @@ def test_two_schedulers_starting_late_catch_up_once(client, stub_broker, daily_a
     outcomes = [sent.outcome for scheduler in schedulers for sent in scheduler.wake()]
 
     # The second finds the tick sent (the newest tick sent is read at each wake-up)
-    assert outcomes == [Outcome.SENT]
+    assert outcomes == [TickOutcome.SENT]
     assert ticks_queued(stub_broker) == {("daily_summary", tick(6, 0)): 1}
 
 
@@ -228,7 +232,7 @@ def test_ticks_another_scheduler_sent_while_one_was_paused_are_not_missed(
     outcomes = [sent.outcome for sent in first.wake()]
 
     # Then it finds 09:33 taken and reports nothing missed: every tick went out once
-    assert outcomes == [Outcome.TAKEN, Outcome.TAKEN]
+    assert outcomes == [TickOutcome.TAKEN, TickOutcome.TAKEN]
     assert "missed" not in caplog.text
     assert ticks_queued(stub_broker) == {
         (job.name, tick(9, 30 + m)): 1 for job in SCHEDULE for m in range(4)

@@ -8,8 +8,9 @@ import dramatiq.brokers.redis
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 
-import app.wakeup_broker
+import chunking.bulk
 from app.wakeup_broker import WakeupRedisBroker, block_ms, wake_key
+from chunking.bulk import dispatch_args
 
 
 def test_dispatch_args_are_the_ones_dramatiq_sends(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,14 +19,14 @@ def test_dispatch_args_are_the_ones_dramatiq_sends(monkeypatch: pytest.MonkeyPat
     sent: list[list[Any]] = []
     broker.scripts["dispatch"] = lambda *, args, keys: sent.append(args)
     monkeypatch.setattr(broker, "_max_unpack_size", lambda: 4000)
-    for module in (dramatiq.brokers.redis, app.wakeup_broker):
+    for module in (dramatiq.brokers.redis, chunking.bulk):
         monkeypatch.setattr(module, "current_millis", lambda: 1_700_000_000_000)
 
     # When Dramatiq's own dispatch builds an enqueue
     RedisBroker._dispatch(broker, "enqueue")("q.DQ", "id-1", b"data")
 
     # Then the wake-up broker's pipelined enqueue sends the same arguments
-    assert broker.dispatch_args("enqueue", "q.DQ", "id-1", b"data") == sent[0]
+    assert dispatch_args(broker, "enqueue", "q.DQ", "id-1", b"data") == sent[0]
 
 
 def test_wake_keys_follow_dramatiqs_key_suffixes() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from dramatiq.middleware import MiddlewareError
 
 from app.db.models import Job, JobStatus, ProviderAccount, utcnow
 from app.db.session import transaction
@@ -85,13 +86,19 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Sandbox]]
 
 @pytest.fixture
 def sent(stub_broker: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int | None]]:
-    """Every (message, delay) enqueued on the stub broker during the test, in order."""
+    """Every (message, delay) enqueued on the stub broker during the test, in order; a send
+    that a middleware refused (``AlreadyPending``, ``MessageRejected``) enqueued nothing."""
     records: list[tuple[Any, int | None]] = []
     enqueue = stub_broker.enqueue
 
     def recording_enqueue(message: Any, *, delay: int | None = None) -> Any:
-        records.append((message, delay))
-        return enqueue(message, delay=delay)
+        record = (message, delay)
+        records.append(record)
+        try:
+            return enqueue(message, delay=delay)
+        except MiddlewareError:
+            records[:] = [other for other in records if other is not record]
+            raise
 
     monkeypatch.setattr(stub_broker, "enqueue", recording_enqueue)
     return records

@@ -1,0 +1,5 @@
+"""``python -m app.cli`` is the ``fintask`` command."""
+
+from app.cli.main import main
+
+main()

@@ -1,0 +1,115 @@
+"""Every real process stopped by a bad setting says so in one line, and stops.
+
+No Redis is started: each process must fail on its settings before it connects to anything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from contextlib import suppress
+
+import pytest
+
+from app.settings import CONFIGURATION_ERROR_EXIT, PROJECT_ROOT
+from tests.support.processes import VENV_BIN, dramatiq_worker, fintask_env
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "hunter2"
+BAD_REDIS_URL = f"redis://:{PASSWORD}@localhost:notaport/0"
+SHOWN_REDIS_URL = "REDIS_URL='redis://:***@localhost:notaport/0': the port must be a whole number"
+
+
+def run_to_exit(command: list[str], timeout_s: float = 90.0, **env: str) -> tuple[int, str]:
+    """Run ``command`` until it exits on its own; its status and its output, stderr included."""
+    process = subprocess.Popen(
+        command,
+        env=fintask_env(**env),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{command[0]} was still running after {timeout_s:.0f} s:\n{output}")
+    return process.returncode, output
+
+
+def configuration_errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "configuration error:" in line]
+
+
+def test_a_dramatiq_worker_stops_in_one_line_without_the_password():
+    status, output = run_to_exit(dramatiq_worker(processes=2, threads=1), REDIS_URL=BAD_REDIS_URL)
+
+    assert status == CONFIGURATION_ERROR_EXIT
+    assert "Traceback" not in output
+    assert PASSWORD not in output
+    errors = configuration_errors(output)
+    assert errors, output
+    assert all(line == f"configuration error: {SHOWN_REDIS_URL} from 1 to 65535" for line in errors)
+
+
+def test_gunicorn_stops_its_master_instead_of_restarting_workers_forever():
+    command = [
+        str(VENV_BIN / "gunicorn"),
+        "app.web:create_app()",
+        "--worker-class",
+        "uvicorn.workers.UvicornWorker",
+        "--workers",
+        "2",
+        "--bind",
+        "127.0.0.1:0",
+    ]
+    dsn = f"https://key:{PASSWORD}@o1.ingest.sentry.io/project"
+
+    status, output = run_to_exit(command, SENTRY_DSN=dsn)
+
+    assert status == CONFIGURATION_ERROR_EXIT
+    assert "Traceback" not in output
+    assert PASSWORD not in output
+    assert "App failed to load" in output
+    [first, *_] = configuration_errors(output)
+    assert first.startswith("configuration error: SENTRY_DSN='https://key:***@o1.ingest")
+
+
+def test_the_scheduler_stops_in_one_line():
+    status, output = run_to_exit([str(VENV_BIN / "python"), "-m", "scheduler"], LOG_FORMAT="xml")
+
+    assert status == CONFIGURATION_ERROR_EXIT
+    assert "Traceback" not in output
+    assert configuration_errors(output) == [
+        "configuration error: LOG_FORMAT='xml': expected one of text, json"
+    ]
+
+
+def test_fintask_process_refuses_a_prefetch_dramatiq_would_crash_on_before_starting_it():
+    command = [str(VENV_BIN / "fintask"), "process", "worker", "--", *dramatiq_worker()]
+
+    status, output = run_to_exit(command, dramatiq_queue_prefetch="abc")
+
+    assert status == CONFIGURATION_ERROR_EXIT
+    assert output.splitlines() == [
+        "configuration error: dramatiq_queue_prefetch='abc': "
+        "expected a whole number from 0 to 65535"
+    ]
+
+
+def test_a_fintask_command_names_the_bad_database_url_without_its_password():
+    database_url = f"postgresql://fintask:{PASSWORD}@db.internal:5x32/fintask"
+
+    status, output = run_to_exit([str(VENV_BIN / "fintask"), "migrate"], DATABASE_URL=database_url)
+
+    assert status == CONFIGURATION_ERROR_EXIT
+    assert output.splitlines() == [
+        "configuration error: DATABASE_URL='postgresql://fintask:***@db.internal:5x32/"
+        "fintask': the port must be a whole number from 1 to 65535"
+    ]
