@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages demo dev test lint typecheck unit integration bench clean
+.PHONY: install system-packages demo dev test test-reliability lint typecheck unit integration bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -56,6 +56,11 @@ unit: install
 
 integration: install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# The fault suite: kills, restarts and outages under the Procfile's settings (minutes each);
+# `make test` runs its quick cases, which live in tests/integration.
+test-reliability: install
+	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 # Quick sizes by default (a few minutes on 2 cores); FULL=1 for 10^6 users and 30 s windows.
 bench: install

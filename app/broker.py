@@ -49,7 +49,8 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
       even one that ``AgeLimit`` drops.
     - Dramatiq's defaults, with ``DurableRetries`` in place of ``Retries`` (a retry that cannot
       be enqueued dead-letters its message instead of losing it), and ``CurrentMessage``; in
-      worker processes, the shutdown-signal fix, ``TickGuard`` (a periodic tick runs once even
+      worker processes, ``CoalesceShutdownSignals`` (the platform's SIGTERM and the master's
+      forwarded copy count as one graceful stop), ``TickGuard`` (a periodic tick runs once even
       if two schedulers sent it), ``Prometheus`` and ``DeadWorkerRecovery`` (a killed worker's
       unacked messages come back on a clock, not by chance).
     - ``RateLimits`` and ``Mutex`` after those: they skip (defer) messages, and placed later

@@ -1,7 +1,9 @@
 """Notification senders: email over SMTP, push and webhooks over HTTP.
 
-Each send carries the notification's dedup key (as the email's Message-ID, as the HTTP
-``Idempotency-Key``) so a receiver that deduplicates can, and so a sink can show duplicates.
+A worker that dies after the receiver accepted a send but before the notification is marked
+sent leaves it to be sent again. Every send of one notification therefore carries the same
+key, derived from its dedup key (the email's ``Message-ID``, the HTTP ``Idempotency-Key``), so
+a receiver that deduplicates drops the repeat, and a sink can show it.
 """
 
 from __future__ import annotations
@@ -30,9 +32,18 @@ class Outgoing:
     body: str
 
 
+def idempotency_key(dedup_key: str) -> str:
+    """The key every send of a notification carries: the same for each send of one dedup key.
+
+    A digest, not the dedup key itself: it is ASCII whatever the key holds (an HTTP header
+    must be), and it tells a third party nothing of what fintask keys notifications by.
+    """
+    return hashlib.sha256(dedup_key.encode()).hexdigest()[:32]
+
+
 def email_message_id(dedup_key: str) -> str:
-    """The Message-ID of a notification's email: the same for every send of one dedup key."""
-    return f"<{hashlib.sha256(dedup_key.encode()).hexdigest()[:32]}@fintask.example>"
+    """The Message-ID of a notification's email: its idempotency key as an address."""
+    return f"<{idempotency_key(dedup_key)}@fintask.example>"
 
 
 class Sender(Protocol):
@@ -83,7 +94,7 @@ class HttpSender:
             response = httpx.post(
                 url,
                 json=payload,
-                headers={"Idempotency-Key": outgoing.dedup_key},
+                headers={"Idempotency-Key": idempotency_key(outgoing.dedup_key)},
                 timeout=self.timeout_s,
             )
         except httpx.HTTPError as error:

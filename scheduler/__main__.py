@@ -1,12 +1,16 @@
 """``python -m scheduler [MODULE]``: the Procfile's ``scheduler`` process.
 
-It stands in for ``periodiq scheduler.schedule``: periodiq's command builds its own
-``Scheduler`` with no way to put the tick claims in front of its sends (see
-``scheduler.ticker``). MODULE (default ``scheduler.schedule``) holds a ``SCHEDULE``; tests
-pass their own. Ticks are computed in UTC whatever the environment; ``TZ`` is forced to UTC as
-well, so that log times and anything reading local time agree with the schedule. Started while
-Redis is down, it waits for Redis (``scheduler.startup``); once running, it keeps the ticks an
-outage holds up and sends them when Redis is back (``scheduler.delivery``).
+It stands in for ``periodiq app.broker:setup_broker scheduler.schedule``: periodiq's command
+builds its own ``Scheduler`` with no way to put the tick claims in front of its sends (see
+``scheduler.ticker``). A team that runs periodiq's command anyway, once or twice, still gets one
+run per tick, from the workers' ``TickGuard`` alone; what it goes without is the catch-up of
+missed ticks and the ticks kept through a Redis outage.
+
+MODULE (default ``scheduler.schedule``) holds a ``SCHEDULE``; tests pass their own. Ticks are
+computed in UTC whatever the environment; ``TZ`` is forced to UTC as well, so that log times and
+anything reading local time agree with the schedule. Started while Redis is down, it waits for
+Redis (``scheduler.startup``); once running, it keeps the ticks an outage holds up and sends
+them when Redis is back (``scheduler.delivery``).
 """
 
 from __future__ import annotations

@@ -41,17 +41,24 @@ def wait_for_redis(
         except redis.RedisError as error:
             now = monotonic()
             started = now if started is None else started
-            if logged is None or (now - logged) * 1000 >= log_every_ms:
-                logged = now
+            if logged is None:
                 logger.warning(
-                    "Redis at %s does not answer (%s: %s); waiting %.0f s so far, "
-                    "trying every %d ms",
+                    "Redis at %s does not answer (%s: %s); waiting for it, trying every %d ms",
                     _address(client),
                     type(error).__name__,
                     error,
-                    now - started,
                     retry_ms,
                 )
+                logged = now
+            elif (now - logged) * 1000 >= log_every_ms:
+                logger.warning(
+                    "Redis at %s still does not answer after %.0f s (%s: %s)",
+                    _address(client),
+                    now - started,
+                    type(error).__name__,
+                    error,
+                )
+                logged = now
         else:
             if started is not None:
                 logger.info("Redis answers after %.0f s", monotonic() - started)

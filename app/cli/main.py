@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "app.cli.work",
         "Notify a user; sending happens in a worker, after the row is committed.",
     ),
+    "outbox": (
+        "app.cli.outbox",
+        "Outbox messages that could not be sent and why, and how many still wait to be sent.",
+    ),
     "ping": ("app.cli.work", "Send a ping through the queue and wait for a worker to answer it."),
     "process": (
         "app.cli.process",

@@ -220,7 +220,9 @@ class OutboxMessage(Base):
 
     It is sent once the transaction has committed and then marked sent; a process that dies
     between commit and send leaves the row for the periodic relay. The message id is fixed
-    here, so a message sent twice (relay after a send whose mark was lost) keeps one id.
+    here, so a message sent twice (relay after a send whose mark was lost) keeps one id. A row
+    that can never be sent (its actor unknown, its message refused) is marked failed with the
+    reason instead, so that it neither blocks the rows behind it nor vanishes.
     """
 
     __tablename__ = "outbox"
@@ -234,6 +236,9 @@ class OutboxMessage(Base):
     delay_ms: Mapped[int | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    failed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    #: Why the row could not be sent: the refusal, never the message's argument values.
+    error: Mapped[str | None] = mapped_column(String(500))
 
     __table_args__ = (
         Index(

@@ -14,6 +14,7 @@ import time
 
 import httpx
 
+from app.broker import setup_broker
 from app.local import showcases
 from app.local.showcases import DemoContext, DemoSummary, Log
 from app.local.stack import LocalStack
@@ -46,6 +47,7 @@ def run_demo(settings: Settings, *, users: int, log: Log) -> DemoSummary:
     try:
         summary.add("processes", started_in_s=round(time.monotonic() - started, 1))
         os.environ.update(stack.env)  # this process sends through the same Redis and database
+        setup_broker()
         context = DemoContext(stack=stack, users=users, log=log, summary=summary)
         for step in showcases.STEPS:
             log(f"- {step.__doc__}")

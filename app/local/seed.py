@@ -1,6 +1,8 @@
 """A realistic data set for the demo and benchmarks, inserted in bulk.
 
 Deterministic: user ``n`` always has the same email, activity and accounts, so runs compare.
+The accounts are the ones the sandbox provider serves for user ``n``, by the sandbox's own
+rule (``sandbox.data``): a seeded account the provider did not know would fail every sync.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, insert, select
 
 from app.db.models import ProviderAccount, User, utcnow
+from sandbox.data import account_count, account_id
 
 BATCH_SIZE = 10_000
 SANDBOX_PROVIDER = "sandbox"
@@ -64,10 +67,10 @@ def _account_rows(n: int) -> list[dict[str, object]]:
         {
             "user_id": n,
             "provider": SANDBOX_PROVIDER,
-            "external_id": f"acc-{n}-{k}",
-            "name": ("Checking", "Savings", "Credit card")[k],
+            "external_id": account_id(n, k),
+            "name": ("Checking", "Savings")[k % 2],
             "currency": "USD",
             "linked_at": linked_at,
         }
-        for k in range(n % 3 + 1)
+        for k in range(account_count(n))
     ]

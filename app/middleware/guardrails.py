@@ -1,8 +1,8 @@
 """Guardrails: a message carries small JSON scalars, or it does not leave the producer.
 
-The seed service learned this the hard way: model instances and blobs in task arguments blew
-up Redis memory, the network and throughput, and arrived stale. Messages carry ids, ISO dates
-and short strings; everything else is loaded by id when the message runs.
+Model instances and blobs in arguments bloat Redis memory and network traffic, slow throughput,
+and are stale by the time the message runs. Messages carry ids, ISO dates and short strings;
+everything else is loaded by id when the message runs.
 """
 
 from __future__ import annotations

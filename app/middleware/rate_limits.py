@@ -8,7 +8,7 @@ delivery is acknowledged with ``SkipMessage``: no retry is spent and no worker t
 The limiter is a GCRA (a token bucket in continuous time) kept in Redis by one Lua script, on
 Redis's clock, so the limit holds across every worker process and host.
 
-Starts are spaced one interval apart (after a burst of ``rate_limit_burst``). A deferred
+Starts are spaced one interval apart (after the middleware's ``burst``). A deferred
 message reserves its slot, so it is deferred once, and never starts before that slot; it can
 start late, because Dramatiq moves a due delayed message to its queue only when its consumer
 next polls (up to ``dramatiq_worker_timeout``, 1 s by default). Late returns can bunch: over
@@ -30,20 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from dramatiq import Actor, Broker, Message, Middleware
+from dramatiq import Actor, Broker, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import SkipMessage
 
 from app.middleware import (
     InvalidActorOption,
-    KeySpec,
     RedisSource,
     RedisUnavailable,
-    check_key_spec,
     defer_message,
     lazy_client,
-    message_key,
     option,
 )
 
@@ -103,15 +100,11 @@ class RateLimits(Middleware):
 
     Actor options (a message's own options win over the actor's):
       rate_limit(str): ``"COUNT/s"``, ``"COUNT/m"`` or ``"COUNT/h"``. Absent: no limit.
-      rate_limit_key(str | callable): partitions the limit by an argument's value: the name
-        of an argument (``"provider"``), a template (``"{provider}:{region}"``) or a callable
-        taking the actor's arguments. Absent: one limit for the actor.
-      rate_limit_burst(int): how many starts may follow each other without spacing.
 
     Parameters:
       client: the Redis client that keeps the limiters (or a function making it).
-      namespace: the prefix of the Redis keys (``<namespace>:rate:<actor>[:<key>]``).
-      burst: the default ``rate_limit_burst``; 1 spaces every start evenly.
+      namespace: the prefix of the Redis keys (``<namespace>:rate:<actor>``).
+      burst: how many starts may follow each other without spacing; 1 spaces them evenly.
       max_jitter_ms: the largest random delay added to a deferral.
       on_defer: called with each deferred message and its delay in ms (for metrics).
 
@@ -139,7 +132,7 @@ class RateLimits(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"rate_limit", "rate_limit_key", "rate_limit_burst"}
+        return {"rate_limit"}
 
     def before_declare_actor(self, broker: Broker, actor: Actor[..., Any]) -> None:
         rate = actor.options.get("rate_limit")
@@ -148,13 +141,6 @@ class RateLimits(Middleware):
                 parse_rate(rate)
             except ValueError as error:
                 raise InvalidActorOption(actor.actor_name, "rate_limit", rate, str(error)) from None
-        burst = actor.options.get("rate_limit_burst")
-        if burst is not None and (not isinstance(burst, int) or burst < 1):
-            reason = "must be a whole number of at least 1"
-            raise InvalidActorOption(actor.actor_name, "rate_limit_burst", burst, reason)
-        key = actor.options.get("rate_limit_key")
-        if key is not None:
-            check_key_spec(actor, "rate_limit_key", _as_template(key))
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         actor = broker.get_actor(message.actor_name)
@@ -165,11 +151,9 @@ class RateLimits(Middleware):
             rate = parse_rate(text)
         except ValueError as error:
             raise InvalidActorOption(actor.actor_name, "rate_limit", text, str(error)) from None
-        key = self.redis_key(actor, message)
+        key = self.redis_key(actor)
         reserved = message.options.get(SLOT_OPTION)
-        wait_us, slot = self.acquire(
-            key, rate, burst=self._burst(message, actor), reserved=reserved
-        )
+        wait_us, slot = self.acquire(key, rate, burst=self.burst, reserved=reserved)
         if not wait_us:
             # The slot is spent: a retry of this message must queue for a new one.
             message.options.pop(SLOT_OPTION, None)
@@ -213,21 +197,6 @@ class RateLimits(Middleware):
             raise RedisUnavailable(f"could not check rate limit {key!r}: {error}") from error
         return int(wait_us), int(slot)
 
-    def redis_key(self, actor: Actor[..., Any], message: MessageProxy | Message[Any]) -> str:
-        """The Redis key of the limiter this message counts against."""
-        base = f"{self.namespace}:rate:{actor.actor_name}"
-        spec = option(message, actor, "rate_limit_key")
-        if spec is None:
-            return base
-        return f"{base}:{message_key(_as_template(spec), actor, message, 'rate_limit_key')}"
-
-    def _burst(self, message: MessageProxy, actor: Actor[..., Any]) -> int:
-        burst = option(message, actor, "rate_limit_burst")
-        return self.burst if burst is None else int(burst)
-
-
-def _as_template(spec: KeySpec) -> KeySpec:
-    """``"provider"`` (an argument's name) as the template ``"{provider}"``."""
-    if isinstance(spec, str) and "{" not in spec:
-        return "{" + spec + "}"
-    return spec
+    def redis_key(self, actor: Actor[..., Any]) -> str:
+        """The Redis key of the limiter the actor's messages count against."""
+        return f"{self.namespace}:rate:{actor.actor_name}"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 import actors  # noqa: F401  (declares every actor, and so every queue, once the broker is built)
 from app.broker import setup_broker
 from app.web import health, jobs, metrics, runs
+from app.web.errors import install_error_handlers
 
 
 def create_app() -> FastAPI:
@@ -23,4 +24,5 @@ def create_app() -> FastAPI:
     )
     for module in (jobs, runs, health, metrics):
         app.include_router(module.router)
+    install_error_handlers(app)
     return app

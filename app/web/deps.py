@@ -1,4 +1,4 @@
-"""Dependencies the endpoints share: one database session per request."""
+"""What the endpoints share: a database session per request, the bounds of an id, errors."""
 
 from __future__ import annotations
 
@@ -6,9 +6,20 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.db.session import new_session
+
+#: The largest id a table holds (a signed 64-bit integer): a larger one in a path is a 422,
+#: not a database error.
+MAX_ID = 2**63 - 1
+
+
+class ErrorOut(BaseModel):
+    """An error as every endpoint answers it: what went wrong, in a sentence."""
+
+    detail: str
 
 
 def get_session() -> Iterator[Session]:

@@ -5,7 +5,8 @@ to poll: 202 when it started a refresh, 200 with the running job when one is alr
 (a client that retries its POST gets the same job, not a second refresh). ``GET
 /api/jobs/{job_id}`` shows status, progress and, once failed, why. Errors carry a readable
 ``detail``: 404 for an unknown account or job, 409 for a blocked account, 422 for a malformed
-id.
+or out-of-range id, 503 when the job is recorded but the queue cannot be reached (the outbox
+relay starts it once the queue answers).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.db.models import Job
-from app.web.deps import SessionDep
+from app.outbox import send_failure
+from app.web.deps import MAX_ID, ErrorOut, SessionDep
 from pipelines import refresh
 
 router = APIRouter(prefix="/api", tags=["refresh jobs"])
@@ -43,8 +45,9 @@ class JobOut(BaseModel):
         return cls.model_validate(job, from_attributes=True)
 
 
-class ErrorOut(BaseModel):
-    detail: str
+#: Seconds a client is told to wait before asking again while the queue is unreachable: the
+#: relay that sends the recorded message runs every minute.
+QUEUE_DOWN_RETRY_AFTER_S = 60
 
 
 @router.post(
@@ -55,10 +58,17 @@ class ErrorOut(BaseModel):
         200: {"model": JobOut, "description": "A refresh is already active: that job."},
         404: {"model": ErrorOut, "description": "No such account."},
         409: {"model": ErrorOut, "description": "The account is blocked."},
+        503: {
+            "model": ErrorOut,
+            "description": "The job is recorded (see Location) but the queue is unreachable; "
+            "it starts once the queue answers.",
+        },
     },
 )
 def refresh_account(
-    account_id: Annotated[int, Path(ge=1, description="fintask's id of the linked account")],
+    account_id: Annotated[
+        int, Path(ge=1, le=MAX_ID, description="fintask's id of the linked account")
+    ],
     request: Request,
     response: Response,
     session: SessionDep,
@@ -71,8 +81,16 @@ def refresh_account(
         raise HTTPException(404, str(error)) from None
     except refresh.AccountBlocked as error:
         raise HTTPException(409, str(error)) from None
+    location = str(request.app.url_path_for("get_job", job_id=job.id))
+    if (failure := send_failure(session)) is not None:
+        raise HTTPException(
+            503,
+            f"job {job.id} is recorded, but the queue could not be reached "
+            f"({type(failure).__name__}); it starts once the queue answers",
+            headers={"Location": location, "Retry-After": str(QUEUE_DOWN_RETRY_AFTER_S)},
+        )
     response.status_code = 202 if created else 200
-    response.headers["Location"] = str(request.app.url_path_for("get_job", job_id=job.id))
+    response.headers["Location"] = location
     return JobOut.of(job)
 
 

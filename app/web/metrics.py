@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.db.session import default_engine
 from app.inspection import RunTotals, consumers_alive, job_counts, queue_stats, run_totals
+from app.outbox import RELAY_GRACE, OutboxCounts, outbox_counts
 from app.queues import canonical_queue_names
 from app.redis_client import get_redis
 from app.settings import load_settings
@@ -92,16 +93,34 @@ def _broker_families() -> list[GaugeMetricFamily]:
 
 
 def _work_state_families() -> list[GaugeMetricFamily]:
-    """Asynchronous API jobs by status, and chunked runs once the runs table exists."""
+    """Asynchronous API jobs by status, the outbox, and chunked runs once their table exists."""
     with Session(default_engine()) as session:
         jobs = job_counts(session)
+        outbox = outbox_counts(session)
         runs = run_totals(session.connection())
     job_states = GaugeMetricFamily(
         "fintask_jobs", "Asynchronous API jobs by status.", labels=["status"]
     )
     for status, count in jobs.items():
         job_states.add_metric([status], count)
-    return [job_states, *_run_families(runs or [])] if runs is not None else [job_states]
+    families = [job_states, *_outbox_families(outbox)]
+    return [*families, *_run_families(runs)] if runs is not None else families
+
+
+def _outbox_families(counts: OutboxCounts) -> list[GaugeMetricFamily]:
+    """Messages committed but not sent: waiting (for the send or the relay), and failed."""
+    unsent = GaugeMetricFamily(
+        "fintask_outbox_unsent_messages",
+        "Outbox messages committed and not sent yet; the relay sends those older than "
+        f"{RELAY_GRACE.total_seconds():.0f} s.",
+        value=counts.unsent,
+    )
+    failed = GaugeMetricFamily(
+        "fintask_outbox_failed_messages",
+        "Outbox messages that can never be sent (fintask outbox lists them and why).",
+        value=counts.failed,
+    )
+    return [unsent, failed]
 
 
 def _run_families(runs: list[RunTotals]) -> list[GaugeMetricFamily]:

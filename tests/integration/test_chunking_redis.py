@@ -1,7 +1,7 @@
 """chunking on a real redis-server (the session's own): bulk enqueue, queue depth, a whole run.
 
 The throughput comparison prints its numbers; see them with
-``.venv/bin/pytest -s -k throughput tests/integration/test_chunking_redis.py``.
+``.venv/bin/pytest -s -k send_and_bulk_enqueue tests/integration/test_chunking_redis.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import dramatiq
 import pytest
 from dramatiq import Middleware
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
 from sqlalchemy import MetaData, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -121,7 +122,7 @@ def test_bulk_enqueued_messages_land_once_each_and_a_real_worker_consumes_them(
     assert depth(QUEUE) == 0
 
 
-def test_bulk_enqueue_throughput_against_send(broker, consume, capsys):
+def test_send_and_bulk_enqueue_both_deliver_every_message(broker, consume, capsys):
     # Given 10,000 messages each way on the same Redis
     n = 10_000
     started = time.perf_counter()
@@ -160,11 +161,28 @@ class Sent(Base):
     user_id: Mapped[int]
 
 
-def test_a_run_on_redis_reaches_every_user_once_under_backpressure(
-    broker, consume, counted, tmp_path: Path
-):
-    # Given 500 users with sparse ids in a SQLite file, and a run feeding the bulk queue
-    # under a high-water mark, its depth read from Redis
+class DepthSampler(Middleware):
+    """Samples the target queue's depth in Redis right after each message is put on it, and
+    counts the chunk messages sent with a delay."""
+
+    def __init__(self, depth: RedisQueueDepth, *, target: str, chunks: str) -> None:
+        self.depth = depth
+        self.target = target
+        self.chunks = chunks
+        self.samples: list[int] = []
+        self.delayed_chunks = 0
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        if message.queue_name == self.target:
+            self.samples.append(self.depth(self.target))
+        elif message.queue_name == dq_name(self.chunks):
+            self.delayed_chunks += 1
+
+
+def test_a_run_on_redis_reaches_every_user_once_under_backpressure(broker, counted, tmp_path: Path):
+    # Given 500 users with sparse ids in a SQLite file, a consumer slower than the producer
+    # (20 ms a message on 4 threads), and a run feeding its queue under a high-water mark of
+    # 100, its depth read from Redis
     engine = create_engine(f"sqlite:///{tmp_path / 'run.db'}", connect_args={"timeout": 30})
     chunking.metadata.create_all(engine)
     Base.metadata.create_all(engine)
@@ -173,10 +191,21 @@ def test_a_run_on_redis_reaches_every_user_once_under_backpressure(
     with sessions() as session, session.begin():
         session.add_all(User(id=i) for i in ids)
 
+    @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0, time_limit=10_000)
+    def consume_slowly(value: Any, **kwargs: Any) -> None:
+        time.sleep(0.020)
+        counted.add(value)
+
     def process(ctx: ChunkContext, user_ids: list[int]) -> None:
         ctx.session.add_all(Sent(user_id=i) for i in user_ids)
-        ctx.enqueue(*(consume.message(i) for i in user_ids))
+        ctx.enqueue(*(consume_slowly.message(i) for i in user_ids))
 
+    sampler = DepthSampler(
+        RedisQueueDepth(client=broker.client, namespace=broker.namespace),
+        target=QUEUE,
+        chunks="fanout",
+    )
+    broker.add_middleware(sampler)
     enumerator = KeysetEnumerator(column=User.id)
     chunked_run = ChunkedRun(
         name="redis_report_chunk",
@@ -209,4 +238,9 @@ def test_a_run_on_redis_reaches_every_user_once_under_backpressure(
         progress = run_progress(session, run_id)
     assert progress is not None
     assert (progress.status, progress.processed, progress.percent) == (RunStatus.DONE, 500, 100.0)
+    # and the producer was held back (no pause_ms is set: every delayed chunk is backpressure),
+    # the queue never holding more than the mark plus one chunk
+    assert sampler.delayed_chunks > 0, "the consumer kept up: backpressure never engaged"
+    assert len(sampler.samples) == 500
+    assert max(sampler.samples) <= 100 + 50
     engine.dispose()

@@ -26,7 +26,7 @@ def test_the_alert_rules_are_valid():
     result = promtool("check", "rules", "alerts.yml")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 def test_the_alerts_fire_in_the_situations_their_unit_tests_describe():

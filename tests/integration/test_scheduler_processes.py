@@ -1,6 +1,7 @@
-"""Two real scheduler processes on one Redis send one message per tick per job.
+"""Real scheduler processes: two on one Redis send one message per tick per job, and one started
+while Redis is down waits for it instead of failing.
 
-No worker runs: the messages stay in Redis, where the test counts them. The test spans two
+No worker runs: the messages stay in Redis, where the tests count them. The first test spans two
 minute boundaries after the schedulers start (60 to 120 s of wall time: cron has no seconds).
 """
 
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from app.middleware.ticks import tick_id
+from tests.support.fixed_port_redis import FixedPortRedis
 from tests.support.processes import VENV_BIN, fintask_env, running, wait_until
 from tests.support.scheduler_actors import QUEUE, SCHEDULE
 
@@ -83,3 +85,40 @@ def test_two_scheduler_processes_send_one_message_per_tick_per_job(redis_url, tm
         )
         assert outcomes == ["sent", "taken"], (tick, job)
     print(f"ticks per job: {sorted(counts.items())}")  # the measurement, with pytest -s
+
+
+def test_a_scheduler_started_while_redis_is_down_waits_for_it_then_runs(tmp_path):
+    # Given a Redis address where nothing answers yet
+    server = FixedPortRedis(data_dir=tmp_path / "redis")
+    env = fintask_env(REDIS_URL=server.fixed_url, FINTASK_VAR_DIR=str(tmp_path / "var"))
+    log = tmp_path / "scheduler.log"
+    command = [str(VENV_BIN / "python"), "-m", "scheduler", MODULE]
+
+    # When a scheduler starts there, and Redis comes up a while later
+    try:
+        with running(command, env, log) as scheduler:
+            wait_until(
+                lambda: "does not answer" in log.read_text(),
+                timeout_s=60,
+                what="the scheduler to say it waits for Redis",
+            )
+            assert scheduler.poll() is None, log.read_text()
+            server.start()
+
+            # Then it starts by itself, and sends the current minute's ticks
+            wait_until(
+                lambda: len(tick_lines(log)) >= len(SCHEDULE),
+                timeout_s=60,
+                what="the scheduler to send its first ticks",
+            )
+        client = redis.Redis.from_url(server.fixed_url)
+        counts = queued_ticks(client)
+        client.close()
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    waiting = [line for line in text.splitlines() if "does not answer" in line]
+    assert len(waiting) == 1, waiting  # one line, not one per try
+    assert "Redis answers after" in text
+    assert sorted(job for job, _ in counts) == sorted(job.name for job in SCHEDULE)

@@ -1,25 +1,32 @@
-"""The asynchronous API: 202 + Location, one job per account, readable 404/409/422."""
+"""The asynchronous API: 202 + Location, one job per account, readable 404/409/422/503."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
-from fastapi import FastAPI
+import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
-from app.db.models import AccountStatus, ProviderAccount
-from app.db.session import transaction
-from app.web.jobs import router
+from app.db.models import AccountStatus, OutboxMessage, ProviderAccount
+from app.db.session import reset_default_engine, transaction
+from app.local.ports import free_port
+from app.outbox import RELAY_GRACE, relay
+from app.web import create_app
 
 pytest_plugins = ["tests.support.refresh_fixtures"]  # its fixtures: sandbox, account, redis_env
+
+#: One past the largest id a table holds (a signed 64-bit integer), and what a 422 says of it.
+OUT_OF_RANGE_ID = 2**63
+AT_MOST_THE_LARGEST_ID = "less than or equal to 9223372036854775807"
 
 
 @pytest.fixture
 def client(database) -> TestClient:
-    web = FastAPI()
-    web.include_router(router)
-    return TestClient(web)
+    """The web process's app, answering errors as a client would see them (no re-raise)."""
+    return TestClient(create_app(), raise_server_exceptions=False)
 
 
 def test_a_refresh_answers_202_with_the_job_and_where_to_poll_it(client, account, stub_broker):
@@ -78,8 +85,14 @@ def test_an_unknown_job_is_a_404_that_says_so(client):
     ("method", "path", "field", "words"),
     [
         ("get", "/api/jobs/not-a-job", "job_id", "valid UUID"),
+        ("get", "/api/jobs/%ff", "job_id", "valid UUID"),
         ("post", "/api/accounts/abc/refresh", "account_id", "valid integer"),
         ("post", "/api/accounts/0/refresh", "account_id", "greater than or equal to 1"),
+        ("post", f"/api/accounts/{OUT_OF_RANGE_ID}/refresh", "account_id", AT_MOST_THE_LARGEST_ID),
+        ("post", f"/api/accounts/{'9' * 5000}/refresh", "account_id", "Unable to parse"),
+        ("get", "/api/runs/abc", "run_id", "valid integer"),
+        ("get", "/api/runs/0", "run_id", "greater than or equal to 1"),
+        ("get", f"/api/runs/{OUT_OF_RANGE_ID}", "run_id", AT_MOST_THE_LARGEST_ID),
     ],
 )
 def test_a_malformed_id_is_a_422_naming_the_parameter(client, method, path, field, words):
@@ -91,12 +104,96 @@ def test_a_malformed_id_is_a_422_naming_the_parameter(client, method, path, fiel
     assert words in problem["msg"]
 
 
-def test_the_openapi_schema_documents_both_answers_of_a_refresh(client):
+@pytest.mark.parametrize(
+    ("method", "path", "detail"),
+    [
+        ("get", "/api/runs/9223372036854775807", "run 9223372036854775807 does not exist"),
+        (
+            "post",
+            "/api/accounts/9223372036854775807/refresh",
+            "account 9223372036854775807 does not exist",
+        ),
+    ],
+)
+def test_the_largest_id_is_looked_up_and_not_found(client, stub_broker, method, path, detail):
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": detail}
+
+
+def test_a_body_where_none_is_expected_is_ignored(client, account, stub_broker):
+    response = client.post(
+        f"/api/accounts/{account.id}/refresh",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 202
+
+
+def test_the_openapi_schema_documents_every_answer_of_a_refresh(client):
     schema = client.get("/openapi.json").json()
 
     post = schema["paths"]["/api/accounts/{account_id}/refresh"]["post"]
-    assert {"200", "202", "404", "409", "422"} <= set(post["responses"])
+    assert {"200", "202", "404", "409", "422", "503"} <= set(post["responses"])
     assert "/api/jobs/{job_id}" in schema["paths"]
+    assert "/api/runs/{run_id}" in schema["paths"]
+
+
+def test_a_refresh_while_redis_is_down_is_a_503_and_the_relay_starts_it_later(
+    client, database, account, stub_broker, monkeypatch
+):
+    # Given Redis out of reach,
+    def redis_down(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stub_broker, "enqueue", redis_down)
+
+        # when a client asks for a refresh,
+        response = client.post(f"/api/accounts/{account.id}/refresh")
+
+    # then it is told the job is recorded but waits for the queue, and where to poll it,
+    assert response.status_code == 503
+    location = response.headers["Location"]
+    job_id = location.rsplit("/", 1)[1]
+    assert response.json() == {
+        "detail": f"job {job_id} is recorded, but the queue could not be reached "
+        "(ConnectionError); it starts once the queue answers"
+    }
+    assert response.headers["Retry-After"] == "60"
+    assert client.get(location).json()["status"] == "queued"
+    assert stub_broker.queues["sync"].qsize() == 0
+    with transaction() as session:
+        (row,) = session.scalars(select(OutboxMessage)).all()
+        assert (row.actor_name, row.kwargs["job_id"]) == ("poll_refresh", job_id)
+        assert (row.sent_at, row.failed_at) == (None, None)
+
+    # and once Redis is back, the relay sends the job's first poll, and a repeated POST finds
+    # the same job.
+    with transaction() as session:
+        old = dt.datetime.now(dt.UTC) - RELAY_GRACE - dt.timedelta(seconds=1)
+        session.execute(update(OutboxMessage).values(created_at=old))
+    assert relay(database) == 1
+    assert stub_broker.queues["sync"].qsize() == 1
+    again = client.post(f"/api/accounts/{account.id}/refresh")
+    assert (again.status_code, again.headers["Location"]) == (200, location)
+
+
+def test_an_unreachable_database_is_a_503_that_says_so(client, monkeypatch):
+    # Given a database that cannot be reached
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg://fintask@127.0.0.1:{free_port()}/x")
+    reset_default_engine()
+
+    # When a client polls a job, then it is told the database is unavailable, not a 500
+    response = client.get(f"/api/jobs/{uuid.uuid4()}")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "the database is unavailable (OperationalError); try again shortly"
+    }
+    assert response.headers["Retry-After"] == "30"
 
 
 @pytest.mark.usefixtures("redis_env")

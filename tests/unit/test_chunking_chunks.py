@@ -92,6 +92,7 @@ def sparse_with_step(draw: st.DrawFn, *, scales: list[int]) -> tuple[list[int], 
 
 
 @given(sparse=sparse_with_step(scales=[100, 20_000]))
+@settings(deadline=None)
 def test_int_ranges_cover_every_value_exactly_once(sparse):
     # Given a gappy set of ints (negative ones too) and any chunk size
     offsets, step = sparse
@@ -108,6 +109,7 @@ def test_int_ranges_cover_every_value_exactly_once(sparse):
 
 
 @given(sparse=sparse_with_step(scales=[60, 12_000]))
+@settings(deadline=None)
 def test_date_ranges_cover_every_day_exactly_once(sparse):
     offsets, days = sparse
     values = [dt.date(1999, 12, 31) + dt.timedelta(days=offset) for offset in offsets]
@@ -133,6 +135,7 @@ def with_boundaries(offsets: list[int], step_us: int) -> list[dt.datetime]:
 
 
 @given(sparse=sparse_instants, zone=zones)
+@settings(deadline=None)
 def test_datetime_ranges_cover_every_instant_exactly_once_to_the_microsecond(sparse, zone):
     # Given instants with microseconds, some on and just before chunk boundaries, and bounds
     # written in another time zone
@@ -149,7 +152,7 @@ def test_datetime_ranges_cover_every_instant_exactly_once_to_the_microsecond(spa
 
 
 @given(sparse=sparse_instants)
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_datetime_ranges_select_every_row_exactly_once_in_sql(sparse):
     # Given rows stamped at sparse instants, some on chunk boundaries
     offsets, step_us = sparse
@@ -175,7 +178,7 @@ def test_datetime_ranges_select_every_row_exactly_once_in_sql(sparse):
     ids=st.lists(st.integers(1, 10**9), min_size=0, max_size=80, unique=True),
     size=st.integers(1, 50),
 )
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_keyset_enumeration_returns_every_sparse_id_once_in_order(ids, size):
     # Given a table whose ids are sparse and gappy
     with Session(ENGINE) as session, session.begin():
@@ -201,7 +204,7 @@ def test_keyset_enumeration_returns_every_sparse_id_once_in_order(ids, size):
 
 
 @given(sparse=sparse_with_step(scales=[300, 5_000]))
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_int_ranges_select_every_sparse_id_once_in_sql(sparse):
     ids, step = sparse
     with Session(ENGINE) as session, session.begin():

@@ -259,9 +259,7 @@ def test_duplicated_chunk_messages_neither_double_effects_nor_fork_the_run(
     assert the_run(sessions, run_id).seq == chunks
 
 
-def test_a_stale_message_after_the_run_is_acknowledged_and_ignored(
-    broker, sessions, deliver, active_ids
-):
+def test_a_stale_message_after_the_run_is_ignored(broker, sessions, deliver, active_ids):
     # Given a run handled to the end, chunk by chunk, without a worker
     chunked_run = declare(broker, sessions, deliver, chunk_size=50)
     run_id = start(sessions, chunked_run)

@@ -123,11 +123,15 @@ def test_bulk_enqueue_on_a_non_redis_broker_sends_one_by_one_through_the_middlew
     assert recorder.before == recorder.after == [(i,) for i in range(25)]
 
 
-def test_a_message_refused_by_middleware_stops_the_bulk_enqueue(broker, work):
+def test_a_message_refused_by_middleware_stops_the_bulk_enqueue(broker, work, recorder):
     messages = [work.message(1), work.message("veto"), work.message(3)]
 
     with pytest.raises(MiddlewareError, match="argument refused"):
         enqueue_many(broker, messages)
+
+    # the message before the refused one was queued; the refused one and those after it were not
+    assert queued_args(broker) == [(1,)]
+    assert recorder.before == recorder.after == [(1,)]
 
 
 def test_a_run_refuses_params_that_are_not_small_plain_json(broker, engine):

@@ -172,7 +172,6 @@ def test_a_429_resends_the_step_after_retry_after_without_spending_a_retry(
     downloads = sent_to(sent, "download_transactions")
     first = downloads[0][0]
     # (The worker enqueues a delayed message once more when it is due, without a delay.)
-    print([(m.options, d) for m, d in downloads])
     ((again, delay),) = [(message, delay) for message, delay in downloads if delay]
     assert delay == 1_000
     assert again.message_id == first.message_id

@@ -31,7 +31,10 @@ def test_the_rule_names_what_was_seen_and_the_limit():
 
 
 def test_linking_an_account_queues_its_check_after_commit(user, stub_broker):
-    account_id = _link(user, 1)
+    with transaction() as session:
+        account_id = link_account(session, user_id=user.id, provider="sandbox", external_id="acc-1")
+        # nothing is queued while the transaction is open
+        assert list(stub_broker.queues["fraud"].queue) == []
 
     (message,) = list(stub_broker.queues["fraud"].queue)
     assert b'"account_id":%d' % account_id in message

@@ -6,12 +6,14 @@ import datetime as dt
 import json
 import uuid
 
+import dramatiq
 import pytest
 from click.testing import CliRunner
 
 from app.cli.main import main
 from app.db.models import Job, ProviderAccount
 from app.db.session import transaction
+from app.queues import canonical_queue_names
 
 pytest_plugins = ["tests.support.inspection_fixtures"]
 
@@ -29,6 +31,9 @@ def test_queues_lists_every_declared_queue_with_its_dead_letters(dead_letters):
     assert as_json.exit_code == 0, as_json.output
     by_queue = {q["queue_name"]: q for q in json.loads(as_json.output)["queues"]}
     assert {"maintenance", "fraud", "emails", "urgent_notifications"} <= set(by_queue)
+    # every queue the broker the command built declares, once each, under its canonical name
+    declared = canonical_queue_names(dramatiq.get_broker().get_declared_queues())
+    assert [q["queue_name"] for q in json.loads(as_json.output)["queues"]] == declared
     assert by_queue["maintenance"]["dead"] == 1
     assert json.loads(as_json.output)["consumers_alive"] == 0
     assert as_text.exit_code == 0, as_text.output

@@ -13,10 +13,11 @@ from dramatiq.common import current_millis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.db.models import Job, ProviderAccount
+from app.db.models import Job, OutboxMessage, ProviderAccount
 from app.db.session import transaction
 from app.local.ports import free_port
 from app.middleware.metrics import CONSUMERS_KEY
+from app.outbox import RELAY_GRACE, relay
 from app.redis_client import get_redis
 from app.web import create_app
 from chunking.models import ChunkRun
@@ -125,3 +126,35 @@ def test_an_unreachable_redis_leaves_the_database_gauges_and_says_so(database, m
     assert value(samples, "fintask_metrics_source_up", source="database") == 1
     assert value(samples, "fintask_jobs", status="queued") == 0
     assert not any(name == "fintask_queue_messages" for name, _ in samples)
+
+
+def test_outbox_gauges_count_waiting_and_failed_messages(inspected_redis, database, stub_broker):
+    # Given a row committed a moment ago, one a dead process left, and one that cannot be sent
+    long_ago = dt.datetime.now(dt.UTC) - RELAY_GRACE - dt.timedelta(seconds=1)
+    rows = [
+        ("check_new_account", "fraud", dt.datetime.now(dt.UTC)),
+        ("check_new_account", "fraud", long_ago),
+        ("retired_actor", None, long_ago),
+    ]
+    with transaction() as session:
+        for actor_name, queue_name, created_at in rows:
+            session.add(
+                OutboxMessage(
+                    message_id=str(uuid.uuid4()),
+                    actor_name=actor_name,
+                    queue_name=queue_name,
+                    kwargs={"account_id": 1},
+                    created_at=created_at,
+                )
+            )
+    before = scrape()
+
+    # When the relay has run
+    relay(database)
+    after = scrape()
+
+    # Then the gauges show what waits and what failed
+    assert value(before, "fintask_outbox_unsent_messages") == 3
+    assert value(before, "fintask_outbox_failed_messages") == 0
+    assert value(after, "fintask_outbox_unsent_messages") == 1
+    assert value(after, "fintask_outbox_failed_messages") == 1

@@ -61,32 +61,36 @@ def test_a_flow_checkpoints_and_stops_once_past_its_soft_limit(broker):
     done: list[int] = []
     seen: dict[str, Any] = {}
 
-    @dramatiq.actor(broker=broker, time_limit=5_000, soft_time_limit_ms=150, **EXPLICIT)
+    @dramatiq.actor(broker=broker, time_limit=30_000, soft_time_limit_ms=500, **EXPLICIT)
     def sync_account(**kwargs: Any) -> None:
+        started = time.monotonic()
         seen["at_start"] = deadline_remaining_ms()
         try:
-            for item in range(100):
+            for item in range(200):
                 check_deadline()
                 time.sleep(0.05)
                 done.append(item)
         except SoftTimeLimitExceeded:
             seen["checkpoint"] = len(done)
+            seen["stopped_after_ms"] = (time.monotonic() - started) * 1000
 
     # When it runs
     sync_account.send()
     with working(broker):
         broker.join(sync_account.queue_name)
 
-    # Then it stopped cleanly after about 150 ms of work, with no failure
-    assert 140 < seen["at_start"] <= 150
-    assert 2 <= seen["checkpoint"] <= 4
+    # Then it stopped cleanly once past its 500 ms (never before), long before the end of its
+    # items, with no failure; how many it did depends on how fast the machine is
+    assert 0 < seen["at_start"] <= 500
+    assert seen["stopped_after_ms"] >= seen["at_start"]
+    assert 1 <= seen["checkpoint"] < 200
     assert broker.dead_letters == []
 
 
 def test_the_deadline_is_per_message_and_cleared_after_it(broker):
     remaining: list[float | None] = []
 
-    @dramatiq.actor(broker=broker, time_limit=5_000, soft_time_limit_ms=1_000, **EXPLICIT)
+    @dramatiq.actor(broker=broker, time_limit=30_000, soft_time_limit_ms=10_000, **EXPLICIT)
     def bounded(**kwargs: Any) -> None:
         remaining.append(deadline_remaining_ms())
 
@@ -95,12 +99,13 @@ def test_the_deadline_is_per_message_and_cleared_after_it(broker):
         remaining.append(deadline_remaining_ms())
         check_deadline()
 
-    bounded.send_with_options(soft_time_limit_ms=200)
+    bounded.send_with_options(soft_time_limit_ms=2_000)
     unbounded.send()
     with working(broker):
         broker.join(bounded.queue_name)
 
-    assert remaining[0] is not None and 190 < remaining[0] <= 200
+    # the message's 2 s, not the actor's 10 s
+    assert remaining[0] is not None and 0 < remaining[0] <= 2_000
     assert remaining[1] is None
     assert deadline_remaining_ms() is None
     check_deadline()  # outside a message: nothing to check

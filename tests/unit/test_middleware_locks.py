@@ -242,21 +242,24 @@ def test_a_change_after_the_message_started_gets_a_fresh_message(client):
 
 def test_a_delayed_message_holds_its_key_until_it_runs(client):
     broker = stub_broker(client)
-    runs: list[int] = []
+    key = "fintask:unique:recalculate:account:1"
+    runs: list[tuple[int, int]] = []
 
     @dramatiq.actor(broker=broker, unique_key="account:{account_id}", **EXPLICIT)
     def recalculate(account_id: int, **kwargs: Any) -> None:
-        runs.append(account_id)
+        runs.append((account_id, client.exists(key)))
 
     recalculate.send_with_options(kwargs={"account_id": 1}, delay=200)
-    ttl_ms = client.pttl("fintask:unique:recalculate:account:1")
+    ttl_ms = client.pttl(key)
     with working(broker):
         time.sleep(0.1)
         assert send_unique(recalculate, account_id=1) is None
         broker.join(recalculate.queue_name)
 
-    assert runs == [1]
+    # it ran once, the key already released when it started, and the key is gone after
+    assert runs == [(1, 0)]
     assert EXPLICIT["max_age"] < ttl_ms <= EXPLICIT["max_age"] + 60_000
+    assert client.exists(key) == 0
 
 
 def test_a_retry_is_not_blocked_by_the_key(client):

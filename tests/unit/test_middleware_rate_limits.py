@@ -3,7 +3,6 @@ without spending a retry. On Dramatiq's StubBroker, with the limiters in the tes
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,23 +79,6 @@ def test_a_bad_rate_fails_the_actor_declaration_naming_actor_and_option(client):
     assert str(error.value).startswith("actor 'fetch_balances': rate_limit='fast' is not a rate")
 
 
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"rate_limit": "5/s", "rate_limit_key": "bank"}, "names bank, which refresh() does not"),
-        ({"rate_limit": "5/s", "rate_limit_burst": 0}, "rate_limit_burst=0 must be a whole"),
-        ({"rate_limit": "5/s", "rate_limit_key": 7}, "rate_limit_key=7 must be a template"),
-    ],
-)
-def test_other_bad_options_fail_the_declaration_too(client, options, message):
-    broker = stub_broker(RateLimits(client=client))
-
-    with pytest.raises(InvalidActorOption, match=re.escape(message)):
-
-        @dramatiq.actor(broker=broker, **options, **EXPLICIT)
-        def refresh(provider: str) -> None: ...
-
-
 def test_messages_over_the_limit_wait_for_their_slot_and_spend_no_retry(client):
     # Given an actor limited to 5 starts a second that must never be retried
     deferrals: list[int] = []
@@ -128,45 +110,26 @@ def test_messages_over_the_limit_wait_for_their_slot_and_spend_no_retry(client):
     assert limits.deferred["notify"] == len(deferrals) == 9
 
 
-def test_a_limit_can_be_partitioned_by_an_argument(client):
-    limits = RateLimits(client=client)
-    broker = stub_broker(limits)
+class RecordDelayedEnqueues(Middleware):
+    """Records the arguments, options (a copy) and delay of each message enqueued with a delay
+    (a deferral or a retry), in order; not the worker moving it to its queue once due."""
 
-    @dramatiq.actor(broker=broker, rate_limit="1/h", rate_limit_key="provider", **EXPLICIT)
-    def refresh(account_id: int, provider: str, **kwargs: Any) -> None: ...
+    def __init__(self) -> None:
+        self.enqueued: list[tuple[tuple[Any, ...], dict[str, Any], int]] = []
 
-    first = refresh.message(1, "plaid")
-    assert limits.redis_key(refresh, first) == "fintask:rate:refresh:plaid"
-    assert limits.redis_key(refresh, refresh.message(2, provider="tink")).endswith(":tink")
-    rate = parse_rate("1/h")
-    assert limits.acquire("fintask:rate:refresh:plaid", rate) == (0, 0)
-    wait_us, slot = limits.acquire("fintask:rate:refresh:plaid", rate)
-    assert 3_599_000_000 < wait_us <= 3_600_000_000
-    assert limits.acquire("fintask:rate:refresh:tink", rate) == (0, 0)
-    # and a message coming back once its reserved slot has passed runs without a new slot
-    assert limits.acquire("fintask:rate:refresh:plaid", rate, reserved=slot - wait_us) == (0, 0)
-
-
-def test_a_callable_key_and_a_message_option_win_over_the_actor(client):
-    limits = RateLimits(client=client)
-    broker = stub_broker(limits)
-
-    @dramatiq.actor(
-        broker=broker, rate_limit="1/h", rate_limit_key=lambda user_id, **_: user_id % 2, **EXPLICIT
-    )
-    def digest(user_id: int, **kwargs: Any) -> None: ...
-
-    assert limits.redis_key(digest, digest.message(user_id=7)) == "fintask:rate:digest:1"
-    message = digest.message_with_options(kwargs={"user_id": 7}, rate_limit_key="user_id")
-    assert limits.redis_key(digest, message) == "fintask:rate:digest:7"
+    def after_enqueue(self, broker: Any, message: Any, delay: int | None) -> None:
+        if delay is not None:
+            self.enqueued.append((tuple(message.args), dict(message.options), delay))
 
 
 def test_a_retry_queues_for_a_new_slot(client):
     # Given a limited actor whose second message fails once after waiting for its slot
-    broker = stub_broker(RateLimits(client=client))
+    # (one worker thread, so the first message takes the free slot and the second waits)
+    enqueues = RecordDelayedEnqueues()
+    broker = stub_broker(RateLimits(client=client), enqueues)
     seen: list[dict[str, Any]] = []
 
-    @dramatiq.actor(broker=broker, rate_limit="10/s", max_retries=1, min_backoff=1, max_backoff=1)
+    @dramatiq.actor(broker=broker, rate_limit="2/s", max_retries=1, min_backoff=1, max_backoff=1)
     def push(attempt: int, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
         assert message is not None
@@ -176,13 +139,22 @@ def test_a_retry_queues_for_a_new_slot(client):
 
     push.send(0)
     push.send(1)
-    with working(broker):
+    with working(broker, threads=1):
         broker.join(push.queue_name)
 
     # Then the slot it waited for was spent on the failed run, and the retry carries none
     assert len(seen) == 3
     assert all(SLOT_OPTION not in options for options in seen)
     assert seen[-1]["retries"] == 1
+    first_tries = [(args, o) for args, o, _ in enqueues.enqueued if not o.get("retries")]
+    assert [args for args, _ in first_tries] == [(1,)]
+    spent = first_tries[0][1][SLOT_OPTION]
+    retries = [(o, delay) for _, o, delay in enqueues.enqueued if o.get("retries") == 1]
+    retry, backoff = retries[0]
+    assert SLOT_OPTION not in retry
+    assert backoff == 1
+    # so when it has to wait again, it waits for a later slot of its own
+    assert all(o[SLOT_OPTION] > spent for o, _ in retries if SLOT_OPTION in o)
 
 
 def test_without_redis_the_message_fails_instead_of_running_unchecked():

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import dramatiq
 import pytest
 from sqlalchemy import update
 
-from app.db.models import Notification, NotificationStatus
+from app.db.models import Notification, NotificationStatus, User
 from app.db.session import transaction
-from app.senders import SendFailed, email_message_id
+from app.senders import Outgoing, Sender, SendFailed, email_message_id, idempotency_key
 from pipelines import notifications
 from pipelines.notifications import Channel, DeliveryOutcome, NotificationInFlight, notify
 
@@ -80,8 +81,48 @@ def test_a_push_notification_reaches_the_gateway_with_its_idempotency_key(user, 
 
     assert outcome is DeliveryOutcome.SENT
     (request,) = sinks.http()
-    assert request["idempotency_key"] == "push:7"
+    assert request["idempotency_key"] == idempotency_key("push:7")
     assert request["json"]["to"] == "push-ada"
+
+
+class WorkerDied(BaseException):
+    """The worker process ended mid-delivery (a SIGKILL, a lost machine)."""
+
+
+class DiesAfterSending:
+    """A sender whose worker dies right after the receiver accepted the send."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    def send(self, outgoing: Outgoing) -> None:
+        self.sender.send(outgoing)
+        raise WorkerDied("killed before the notification was marked sent")
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+def test_a_send_repeated_after_a_crash_carries_the_same_key(user, sinks, database, channel):
+    # Given a notification whose first worker died after the receiver accepted it,
+    with transaction() as session:
+        hook = os.environ["PUSH_URL"].replace("/push", "/hooks/ada")
+        session.get_one(User, user.id).webhook_url = hook
+    notification_id = _notify(user, channel=channel, dedup_key=f"relevé:{channel}")
+    dying = {kind: DiesAfterSending(sender) for kind, sender in _senders().items()}
+    with pytest.raises(WorkerDied):
+        notifications.deliver(notification_id, senders=dying)
+
+    # when its claim has gone stale and another worker delivers it,
+    with transaction() as session:
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        session.execute(update(Notification).values(claimed_at=long_ago))
+    assert notifications.deliver(notification_id, senders=_senders()) is DeliveryOutcome.SENT
+
+    # then the receiver got it twice, and both sends carry the notification's one key.
+    key = idempotency_key(f"relevé:{channel}")
+    if channel is Channel.EMAIL:
+        assert [mail["message_id"] for mail in sinks.mail()] == [f"<{key}@fintask.example>"] * 2
+    else:
+        assert [request["idempotency_key"] for request in sinks.http()] == [key] * 2
 
 
 def test_a_stale_notification_is_dropped_and_counted_not_sent_late(user, sinks, database):

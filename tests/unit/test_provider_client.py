@@ -140,19 +140,22 @@ def test_a_404_raises_provider_error_with_status_and_body():
 
 
 @pytest.mark.parametrize(
-    ("status", "exception"),
+    ("status", "exception", "retryable"),
     [
-        (400, ProviderError),
-        (403, ProviderError),
-        (408, ProviderUnavailable),
-        (504, ProviderUnavailable),
+        (400, ProviderError, False),
+        (403, ProviderError, False),
+        (408, ProviderUnavailable, True),
+        (504, ProviderUnavailable, True),
     ],
 )
-def test_each_status_maps_to_whether_a_retry_can_help(status, exception):
+def test_each_status_maps_to_whether_a_retry_can_help(status, exception, retryable):
     client = mocked(lambda request: httpx.Response(status, json={"error": "x"}))
 
-    with pytest.raises(exception):
+    with pytest.raises(exception) as error:
         client.get_account("acc-1-0")
+
+    assert error.value.retryable is retryable
+    assert error.value.status == status
 
 
 @pytest.mark.parametrize(

@@ -111,9 +111,12 @@ def test_recovery_runs_on_its_clock_in_a_worker_and_stops_with_it(broker, redis_
     # maintenance by chance (this test's subject is the clock, alone)
     broker.maintenance_chance = 0
     worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=1)
-    broker.add_middleware(DeadWorkerRecovery(interval_ms=100))
+    recovery = DeadWorkerRecovery(interval_ms=100)
+    broker.add_middleware(recovery)
     worker.start()
+    thread = recovery.thread
     try:
+        assert thread is not None and thread.is_alive()
         # When a worker is found dead after this one booted
         worker_holding(redis_url, client, queue_name="fraud", count=1, age_ms=120_000)
 
@@ -122,6 +125,9 @@ def test_recovery_runs_on_its_clock_in_a_worker_and_stops_with_it(broker, redis_
     finally:
         worker.stop()
     assert client.hlen("dramatiq:fraud.msgs") == 0
+    # and the recovery thread ended with the worker
+    assert not thread.is_alive()
+    assert recovery.thread is None
 
 
 def test_an_interval_must_be_positive():

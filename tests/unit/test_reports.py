@@ -125,7 +125,7 @@ def test_starting_the_same_week_twice_makes_one_run(users, stub_broker):
     assert set(_reports_by_user().values()) == {1}
 
 
-def test_the_report_states_last_weeks_spending(database):
+def test_a_report_week_runs_monday_to_monday_and_round_trips(database):
     start, end = reports.week_bounds(WEEK)
 
     assert (start.isoformat(), end.isoformat()) == ("2026-11-16", "2026-11-23")

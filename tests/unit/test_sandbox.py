@@ -6,7 +6,11 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from app.db.models import ProviderAccount
+from app.db.session import transaction
+from app.local.seed import seed
 from sandbox.app import create_app
 from sandbox.config import SandboxConfig
 from sandbox.data import expected_accounts, expected_transactions
@@ -318,3 +322,35 @@ def test_faults_come_from_the_environment():
 def test_a_bad_environment_value_names_the_variable():
     with pytest.raises(ValueError, match="SANDBOX_FAIL_RATE"):
         SandboxConfig.from_env({"SANDBOX_FAIL_RATE": "2"})
+
+
+# --- the demo's seed ---------------------------------------------------------------------------
+
+
+def test_every_seeded_account_is_one_the_sandbox_serves(database):
+    # Given the demo's users and their linked accounts, seeded
+    seed(database, users=120)
+    with transaction() as session:
+        rows = session.execute(select(ProviderAccount.user_id, ProviderAccount.external_id))
+        seeded: dict[int, set[str]] = {}
+        for user_id, external_id in rows:
+            seeded.setdefault(user_id, set()).add(external_id)
+
+    # When the sandbox is asked for each user's accounts, and for each account
+    client = sandbox()
+    served = {user_id: _served_accounts(client, user_id) for user_id in seeded}
+    answers = {
+        client.get(f"/accounts/{external_id}").status_code
+        for accounts in seeded.values()
+        for external_id in accounts
+    }
+
+    # Then it serves exactly the seeded accounts of every user, and knows each one
+    assert len(seeded) == 120
+    assert served == seeded
+    assert answers == {200}
+
+
+def _served_accounts(client: TestClient, user_id: int) -> set[str]:
+    accounts = client.get(f"/users/{user_id}/accounts").json()["accounts"]
+    return {account["external_id"] for account in accounts}

@@ -1,5 +1,6 @@
 """Ticks: once per tick across schedulers, missed ticks caught up or logged, duplicates skipped by
-workers. Schedulers run on a clock the test moves, against the test's own Redis."""
+workers, periodiq's own scheduler's included. Schedulers run on a clock the test moves, against
+the test's own Redis."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
+import pendulum
+import periodiq
 import pytest
 import redis
 from dramatiq import Message, Worker
 from dramatiq.brokers.stub import StubBroker
 
-from app.middleware.ticks import TickGuard, tick_key
+from app.middleware.ticks import TickGuard, message_tick, tick_key
 from scheduler.claims import TickClaims
 from scheduler.delivery import TickOutcome
 from scheduler.jobs import Schedule, every
@@ -287,3 +290,67 @@ def test_a_worker_runs_the_first_message_of_an_unclaimed_tick_and_any_untimed_on
 
     assert sorted(ran, key=str) == [tick(3, 0), None]
     assert client.get(tick_key("nightly", tick(3, 0))) is not None
+
+
+# periodiq's own scheduler: its messages carry scheduled_at, not a tick argument
+
+
+def periodiq_sends(actor: dramatiq.Actor[..., Any], moment: str) -> None:
+    """Send ``actor`` the way periodiq's ``Scheduler`` does for a wake-up at ``moment``."""
+    periodiq.Scheduler(actors=[actor]).send_actors([actor], now=pendulum.parse(moment))
+
+
+def test_two_periodiq_messages_for_one_scheduled_minute_run_once(client, guarded):
+    broker, nightly, ran = guarded
+    # Given two periodiq schedulers that woke for 02:00 a second apart, one in Kathmandu time
+    periodiq_sends(nightly, "2024-06-03T02:00:00+00:00")
+    periodiq_sends(nightly, "2024-06-03T07:45:01+05:45")
+
+    # When a worker has processed both messages
+    broker.join("ticks")
+
+    # Then the actor ran once, and the tick's key names the message that ran
+    assert ran == [None]  # periodiq passes no tick argument
+    assert client.get(tick_key("nightly", tick(2, 0))) is not None
+
+
+def test_periodiq_messages_of_different_minutes_each_run(client, guarded):
+    broker, nightly, ran = guarded
+
+    periodiq_sends(nightly, "2024-06-03T02:00:00+00:00")
+    periodiq_sends(nightly, "2024-06-03T02:01:00+00:00")
+    broker.join("ticks")
+
+    assert len(ran) == 2
+
+
+def test_a_periodiq_message_after_fintasks_tick_message_of_that_minute_is_skipped(client, guarded):
+    broker, nightly, ran = guarded
+    # Given fintask's scheduler sent 02:00, and a periodiq scheduler (mid-migration) did too
+    nightly.send(tick=tick(2, 0))
+    broker.join("ticks")
+    periodiq_sends(nightly, "2024-06-03T02:00:00+00:00")
+
+    # When the worker has processed both
+    broker.join("ticks")
+
+    # Then only fintask's message ran
+    assert ran == [tick(2, 0)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "options", "expected"),
+    [
+        ({"tick": tick(2, 0)}, {"scheduled_at": "2024-06-03 05:00:00+00:00"}, tick(2, 0)),
+        ({}, {"scheduled_at": "2024-06-03 02:00:59.9+00:00"}, tick(2, 0)),
+        ({}, {"scheduled_at": "2024-06-03T07:45:00+05:45"}, tick(2, 0)),
+        ({}, {"scheduled_at": "yesterday"}, None),
+        ({}, {}, None),
+    ],
+)
+def test_a_messages_tick_is_its_argument_else_periodiqs_stamp_cut_to_the_utc_minute(
+    kwargs, options, expected
+):
+    message = Message("ticks", "nightly", (), kwargs, options)
+
+    assert message_tick(message) == expected
