@@ -51,8 +51,9 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
       be enqueued dead-letters its message instead of losing it), and ``CurrentMessage``; in
       worker processes, ``CoalesceShutdownSignals`` (the platform's SIGTERM and the master's
       forwarded copy count as one graceful stop), ``TickGuard`` (a periodic tick runs once even
-      if two schedulers sent it), ``Prometheus`` and ``DeadWorkerRecovery`` (a killed worker's
-      unacked messages come back on a clock, not by chance).
+      if two schedulers sent it) and ``Prometheus``. ``DeadWorkerRecovery`` (a killed worker's
+      unacked messages come back on a clock, not by chance) is in every stack: it starts only
+      when a worker boots, so a worker recovers however it was started.
     - ``RateLimits`` and ``Mutex`` after those: they skip (defer) messages, and placed later
       the earlier middleware's before/after-skip hooks stay paired. Declared in every process
       type, since web and CLI declare the actors whose options they read.
@@ -77,7 +78,7 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
 
         stack.append(Prometheus())
         stack.append(ConsumerRegistry())
-        stack.append(DeadWorkerRecovery())
+    stack.append(DeadWorkerRecovery())
     stack += [
         RateLimits(client=get_redis, on_defer=count_rate_limit_deferral),
         Mutex(client=get_redis, on_contention=count_lock_contention),

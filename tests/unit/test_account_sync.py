@@ -11,6 +11,7 @@ from app.db.models import Job, ProviderAccount
 from app.db.session import default_engine, transaction
 from app.local.seed import seed
 from chunking import ChunkRun, RunStatus
+from tests.support.stub_workers import run_until_idle
 
 TICK = "2026-11-24T06:00:00+00:00"
 
@@ -66,13 +67,7 @@ def test_a_chunk_past_its_soft_time_limit_rolls_back_at_each_attempt_and_fails_t
 
     # when the sync's first chunk runs, and is retried until its retries run out,
     start_account_sync.send(tick=TICK)
-    worker = dramatiq.Worker(stub_broker, queues={"fanout"}, worker_timeout=50, worker_threads=1)
-    worker.start()
-    try:
-        stub_broker.join("fanout", fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
+    run_until_idle(stub_broker, "fanout")
 
     # then each attempt stopped at a check between two accounts and its transaction rolled
     # back (no refresh job, no poll, the cursor where it was), and the run failed saying why

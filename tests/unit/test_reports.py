@@ -16,6 +16,7 @@ from app.local.seed import seed
 from app.web import create_app
 from chunking import ChunkRun, RunStatus
 from pipelines import reports
+from tests.support.stub_workers import run_until_idle
 
 WEEK = "2026-W47"
 
@@ -75,13 +76,7 @@ def test_a_chunk_past_its_soft_time_limit_sends_nothing_and_fails_the_run(
 
     # when the report's first chunk runs, and is retried until its retries run out,
     start_weekly_report.send(week=WEEK)
-    worker = dramatiq.Worker(stub_broker, queues={"fanout"}, worker_timeout=50, worker_threads=1)
-    worker.start()
-    try:
-        stub_broker.join("fanout", fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
+    run_until_idle(stub_broker, "fanout")
 
     # then each attempt stopped at a check between two users and its transaction rolled back
     # (no notification, no e-mail, the cursor where it was), and the run failed saying why.
