@@ -17,13 +17,14 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
-from dramatiq import Consumer, Message, Worker
+from dramatiq import Consumer, Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
 from app.wakeup_broker import WAKE_TOKENS_MAX, WakeupRedisBroker
 from chunking import enqueue_many
 from tests.support.processes import wait_until
+from tests.support.workers import worker_on
 
 pytestmark = pytest.mark.integration
 
@@ -63,31 +64,6 @@ class Starts:
     def of(self, message_id: str, *, runs: int = 1) -> list[float]:
         wait_until(lambda: len(self.by_id.get(message_id, ())) >= runs, what=f"{runs} run(s)")
         return self.by_id[message_id]
-
-
-@contextmanager
-def worker_on(
-    broker: RedisBroker,
-    *,
-    worker_timeout_ms: int = 1_000,
-    threads: int = 2,
-    prefetch: int | None = None,
-) -> Iterator[Worker]:
-    """A started Worker; stopped with tokens pushed, so long blocks do not slow the test down."""
-    worker = Worker(broker, worker_timeout=worker_timeout_ms, worker_threads=threads)
-    worker.queue_prefetch = prefetch or worker.queue_prefetch
-    worker.start()
-    try:
-        yield worker
-    finally:
-        stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 30_000})
-        stopper.start()
-        while stopper.is_alive():
-            if isinstance(broker, WakeupRedisBroker):
-                for name in broker.get_declared_queues() | broker.get_declared_delay_queues():
-                    broker.wake(name)
-            stopper.join(0.05)
-        broker.client.close()
 
 
 def wait_until_blocked(client: redis.Redis, consumers: int) -> None:

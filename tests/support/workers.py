@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import dramatiq
 import redis
+from dramatiq.brokers.redis import RedisBroker
 
 from app.broker import middleware_stack
 from app.settings import load_settings
@@ -26,10 +27,14 @@ def fintask_broker(
 
 @contextmanager
 def worker_on(
-    broker: WakeupRedisBroker, *, threads: int = 2, prefetch: int | None = None
+    broker: RedisBroker,
+    *,
+    worker_timeout_ms: int = 1_000,
+    threads: int = 2,
+    prefetch: int | None = None,
 ) -> Iterator[dramatiq.Worker]:
     """A started Worker; stopped with wake-up tokens pushed, so it does not wait out a block."""
-    worker = dramatiq.Worker(broker, worker_timeout=1_000, worker_threads=threads)
+    worker = dramatiq.Worker(broker, worker_timeout=worker_timeout_ms, worker_threads=threads)
     worker.queue_prefetch = prefetch or worker.queue_prefetch
     worker.start()
     try:
@@ -38,8 +43,9 @@ def worker_on(
         stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 30_000})
         stopper.start()
         while stopper.is_alive():
-            for name in broker.get_declared_queues() | broker.get_declared_delay_queues():
-                broker.wake(name)
+            if isinstance(broker, WakeupRedisBroker):
+                for name in broker.get_declared_queues() | broker.get_declared_delay_queues():
+                    broker.wake(name)
             stopper.join(0.05)
         broker.client.close()
 
