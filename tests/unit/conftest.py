@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from queue import Queue
 
 import dramatiq
 import pytest
@@ -41,7 +42,11 @@ def stub_broker() -> Iterator[StubBroker]:
     assert isinstance(broker, StubBroker)
     broker.flush_all()
     yield broker
-    broker.flush_all()
+    # A message a stopped worker still held (one a failed test never joined, or a delayed one
+    # waiting for its eta) stays unfinished in its queue forever, and every later ``join`` on
+    # that queue would hang: later tests get fresh queues instead.
+    for queue_name in broker.queues:
+        broker.queues[queue_name] = Queue()
     broker.middleware[:] = [
         middleware
         for middleware in broker.middleware
