@@ -57,10 +57,10 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# The fault suite: kills, restarts and outages under the Procfile's settings (minutes each);
-# `make test` runs its quick cases, which live in tests/integration.
+# The fault suite: kills, restarts and outages under the Procfile's settings (about 20 minutes);
+# `make test` runs its quick cases. docs/reliability.md has the figures it prints.
 test-reliability: install
-	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+	$(BIN)/pytest tests/reliability -m reliability -s $(PYTEST_ARGS)
 
 # Quick sizes by default (a few minutes on 2 cores); FULL=1 for 10^6 users and 30 s windows.
 bench: install

@@ -45,6 +45,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from app.dead_letters import DEAD_LETTER_SCRIPT, failure_reason, reason_key, runnable_message
+from app.held_messages import HeldMessages
 from chunking.bulk import dispatch_args
 
 #: The most tokens a wake-up list keeps: each wakes one blocked consumer, so this is how many
@@ -133,6 +134,7 @@ class WakeupRedisBroker(RedisBroker):
         # Fetched ids a closed consumer could not put back, by queue: its successor does.
         self.stranded: dict[str, set[str]] = {}
         self.stranded_lock = threading.Lock()
+        self.held = HeldMessages()
 
     @property
     def consumer_class(self) -> type[WakeupRedisConsumer]:
@@ -212,6 +214,24 @@ class WakeupRedisBroker(RedisBroker):
         with suppress(redis.RedisError):
             self.wake(queue_name, len(ids))
 
+    def return_unseen(self, queue_name: str) -> None:
+        """Return to ``queue_name`` the ids a fetch whose answer was lost left in this worker's
+        ack set (``app.held_messages``)."""
+        acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        unseen = self.held.unseen(
+            queue_name, lambda: [_text(redis_id) for redis_id in self.client.smembers(acks)]
+        )
+        if unseen:
+            self.logger.warning(
+                "Returning %d messages to %r that a fetch lost with its connection had taken",
+                len(unseen),
+                queue_name,
+            )
+            self.do_requeue(queue_name, *unseen)
+            with suppress(redis.RedisError):
+                self.wake(queue_name, len(unseen))
+        self.held.resolve(queue_name)
+
     def wake(self, queue_name: str, count: int = 1) -> None:
         """Push ``count`` tokens (at most ``wake_tokens_max``) on ``queue_name``'s wake-up list."""
         pipe = self.client.pipeline(transaction=False)
@@ -284,6 +304,7 @@ class WakeupRedisConsumer(_RedisConsumer):
                     if message is None:
                         continue
                     self.queued_message_ids.add(message.message_id)
+                    self.broker.held.hold(self.queue_name, message.options["redis_message_id"])
                     self._hold_eta(message)
                     return MessageProxy(message)
 
@@ -300,7 +321,9 @@ class WakeupRedisConsumer(_RedisConsumer):
                         return None
                 self.full_since = None
                 self.broker.hand_back(self.queue_name, ())
-                self.message_cache = self.broker.fetch(self.queue_name, free)
+                if self.broker.held.in_doubt(self.queue_name):
+                    self.broker.return_unseen(self.queue_name)
+                self.message_cache = self._fetch(free)
                 if not self.message_cache:
                     self._wait_for_token()
                     return None
@@ -308,28 +331,33 @@ class WakeupRedisConsumer(_RedisConsumer):
             raise ConnectionClosed(e) from None
 
     def ack(self, message: MessageProxy) -> None:
+        redis_id = message.options["redis_message_id"]
         try:
-            self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
+            self.broker.do_ack(self.queue_name, redis_id)
         except LOST_CONNECTION as e:
             raise ConnectionClosed(e) from None
         finally:
             self._release(message)
+        self.broker.held.release(self.queue_name, [redis_id])
 
     def nack(self, message: MessageProxy) -> None:
         """Dead-letter ``message`` with the reason it failed (the exception it carries)."""
         reason = failure_reason(message._exception)
+        redis_id = message.options["redis_message_id"]
         try:
-            self.broker.dead_letter(self.queue_name, message.options["redis_message_id"], reason)
+            self.broker.dead_letter(self.queue_name, redis_id, reason)
         except LOST_CONNECTION as e:
             raise ConnectionClosed(e) from None
         finally:
             self._release(message)
+        self.broker.held.release(self.queue_name, [redis_id])
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Return messages to the queue (on a lost connection, the next consumer does)."""
         ids = [message.options["redis_message_id"] for message in messages]
         for redis_id in ids:
             self.etas.pop(redis_id, None)
+        self.broker.held.release(self.queue_name, ids)
         self.broker.hand_back(self.queue_name, ids)
 
     def close(self) -> None:
@@ -341,9 +369,18 @@ class WakeupRedisConsumer(_RedisConsumer):
         undelivered = [redis_id for redis_id, _ in self.message_cache] + list(self.etas)
         self.message_cache = []
         self.etas.clear()
+        self.broker.held.release(self.queue_name, undelivered)
         self.broker.hand_back(self.queue_name, undelivered)
         super().close()
         self.waiter.connection_pool.disconnect()
+
+    def _fetch(self, count: int) -> list[Fetched]:
+        """The broker's fetch; one lost with its connection may have taken ids all the same."""
+        try:
+            return self.broker.fetch(self.queue_name, count)
+        except LOST_CONNECTION:
+            self.broker.held.doubt(self.queue_name)
+            raise
 
     def _admit(self, redis_id: str, data: bytes | None) -> Message[Any] | None:
         """The fetched message if a worker thread can run it; else it is settled here."""

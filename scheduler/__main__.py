@@ -63,9 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     claims = TickClaims(get_redis())
+    started_at = dt.datetime.now(dt.UTC)
     if wait_for_redis(claims.client, wait=stopping.wait):
         logger.info("Schedule of %s:\n%s", args.module, _rendered(schedule, claims))
-        TickScheduler(schedule, claims=claims, wait=stopping.wait).run_forever()
+        scheduler = TickScheduler(
+            schedule, claims=claims, wait=stopping.wait, started_at=started_at
+        )
+        scheduler.run_forever()
     logger.info("Stopped")
     return 0
 

@@ -1,9 +1,10 @@
 """A scheduler started while Redis is down waits for it, saying so in one line a minute.
 
 Its first wake-up reads the newest tick sent of each job, which is how it finds ticks missed
-before it started (and catches them up): so it starts sending once Redis answers, not before,
-and the ticks due meanwhile are missed ticks like any others. A traceback and an exit instead
-would have the platform restart it in a loop, each start as blind as the last.
+before it started (and catches them up): so it starts sending once Redis answers, not before.
+The ticks that come due while it waits are kept, as in an outage under a running scheduler
+(``TickScheduler``'s ``started_at``). A traceback and an exit instead would have the platform
+restart it in a loop, each start as blind as the last.
 """
 
 from __future__ import annotations

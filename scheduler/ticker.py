@@ -10,6 +10,9 @@ loop keeps periodiq's cron specs and ``validate``, and adds:
 - Kept through a Redis outage. A tick that comes due while Redis (or the broker) cannot answer
   is kept with its message and tried again every ``RETRY_MS`` until it is sent or its job's
   ``max_age`` has run out (``scheduler.delivery``); the Redis clients reconnect on their own.
+- Kept through a Redis outage at start. A scheduler started while Redis is down waits for it
+  (``scheduler.startup``); the ticks due while it waited are kept like an outage's, not missed:
+  its first wake-up sends each one whose job's ``max_age`` has not run out since it came due.
 - Missed ticks. At each wake-up the newest tick any scheduler sent for each job (kept in
   Redis) says what already ran; due ticks since then, other than the current minute, were
   missed: no scheduler ran (a deploy gap, a crash), or this one was paused alone. A job with
@@ -64,8 +67,12 @@ class TickScheduler:
         clock: Clock = utc_now,
         wait: Wait | None = None,
         retry_ms: int = RETRY_MS,
+        started_at: dt.datetime | None = None,
     ) -> None:
         self.schedule = schedule
+        #: When the process started; ticks due since then, before its first wake-up, were due
+        #: while it waited for Redis.
+        self.started_at = started_at
         self.claims = claims
         self.clock = clock
         self.retry_ms = retry_ms
@@ -87,7 +94,10 @@ class TickScheduler:
         now = floor_minute(moment)
         newest = self._newest_sent()
         for job in self.schedule:
-            tick = self._tick_to_send(job, now, newest.get(job.name))
+            waited = self._waited_for(job, now)
+            for due in waited:  # their max_age counts from when they came due, as in an outage
+                self._delivery.add(job, due, now=due)
+            tick = self._tick_to_send(job, now, newest.get(job.name), waited=waited)
             self._seen[job.name] = now
             if tick is not None:
                 self._delivery.add(job, tick, now=moment)
@@ -133,14 +143,27 @@ class TickScheduler:
             logger.exception("Could not read the last ticks sent; missed ticks may be misreported")
         return {}
 
+    def _waited_for(self, job: Job, now: dt.datetime) -> list[dt.datetime]:
+        """Ticks of ``job`` due after this process started and before its first wake-up (the
+        current minute aside): it was waiting for Redis to answer."""
+        if self.started_at is None or job.name in self._seen:
+            return []
+        return [tick for tick in ticks_between(job.cron, self.started_at, now) if tick != now]
+
     def _tick_to_send(
-        self, job: Job, now: dt.datetime, newest_sent: dt.datetime | None
+        self,
+        job: Job,
+        now: dt.datetime,
+        newest_sent: dt.datetime | None,
+        *,
+        waited: list[dt.datetime],
     ) -> dt.datetime | None:
         """The tick of ``job`` to send now, if any; logs the ticks missed since it last ran.
 
         The current minute is always tried (the claim decides). A tick is missed if it is due
         since this scheduler last looked and older than any tick a scheduler sent: a tick that
-        another scheduler covered while this one was paused is not missed.
+        another scheduler covered while this one was paused is not missed, nor one this
+        scheduler was waiting for Redis to send (``waited``, kept and sent already).
         """
         current = now if job.cron.validate(now) else None
         known = [moment for moment in (self._seen.get(job.name), newest_sent) if moment]
@@ -155,8 +178,10 @@ class TickScheduler:
                 tick_id(now - LOOKBACK),
             )
             since = now - LOOKBACK
-        missed = [tick for tick in ticks_between(job.cron, since, now) if tick != now]
-        send = missed.pop() if job.catch_up and missed and current is None else current
+        due = ticks_between(job.cron, since, now)
+        missed = [tick for tick in due if tick != now and tick not in waited]
+        caught_up = current is not None or bool(waited)
+        send = missed.pop() if job.catch_up and missed and not caught_up else current
         if send is not None and send != now:
             logger.warning(
                 "%s: catching up tick %s, missed while no scheduler ran", job.name, tick_id(send)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import random
 import secrets
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -69,7 +67,7 @@ def compare_and_delete(client: redis.Redis, key: str, value: str) -> bool:
 
 
 class LockNotAcquired(MiddlewareError):
-    """Another holder has the lock (``lock_contention="fail"``, or ``redis_mutex`` gave up)."""
+    """Another message holds the lock (``lock_contention="fail"``)."""
 
 
 class AlreadyPending(MiddlewareError):
@@ -133,32 +131,6 @@ class RedisMutex:
                 self.lost = True
                 logger.error("Lock %r was lost while held: another may hold it.", self.key)
                 return
-
-
-@contextmanager
-def redis_mutex(
-    client: redis.Redis,
-    key: str,
-    *,
-    ttl_ms: int = 30_000,
-    wait_ms: int = 0,
-    namespace: str = "fintask",
-) -> Iterator[RedisMutex]:
-    """Hold the owned lock ``key`` for the block (or decorated function).
-
-    Raises ``LockNotAcquired`` if it stays taken for ``wait_ms``. The key is the one actors
-    name with ``lock_key``, so a flow and an actor locking ``"account:42"`` exclude each other.
-    """
-    mutex = RedisMutex(client, key, ttl_ms=ttl_ms, namespace=namespace)
-    deadline = time.monotonic() + wait_ms / 1000
-    while not mutex.acquire():
-        if time.monotonic() >= deadline:
-            raise LockNotAcquired(f"lock {key!r} is held by another holder")
-        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-    try:
-        yield mutex
-    finally:
-        mutex.release()
 
 
 class Mutex(Middleware):
@@ -270,8 +242,8 @@ class UniqueEnqueue(Middleware):
         (else ``ttl_ms``) and the send's delay, plus a minute.
 
     ``send`` claims ``<namespace>:unique:<actor>:<key>`` for its message id (``SET NX``); if
-    another message holds it, ``send`` enqueues nothing and raises ``AlreadyPending``
-    (``send_unique`` returns ``None`` instead). The claim is freed when its message is
+    another message holds it, ``send`` enqueues nothing and raises ``AlreadyPending``. The
+    claim is freed when its message is
     delivered to a worker, so a change after that gets a fresh message. Later enqueues of an
     admitted message (retries, deferrals, a delayed message moving to its queue) carry
     ``options["unique_claim"]``: they re-claim the key if free and are never suppressed.
@@ -331,11 +303,3 @@ class UniqueEnqueue(Middleware):
         # schema) frees its key too; a skipped one that lives on (deferred) keeps its claim.
         if message.failed and (redis_key := message.options.get(UNIQUE_CLAIM_OPTION)):
             compare_and_delete(self.client(), redis_key, message.message_id)
-
-
-def send_unique(actor: Actor[..., Any], *args: Any, **kwargs: Any) -> Message[Any] | None:
-    """``actor.send(*args, **kwargs)``, or ``None`` when a message for its key is pending."""
-    try:
-        return actor.send(*args, **kwargs)
-    except AlreadyPending:
-        return None

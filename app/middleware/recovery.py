@@ -65,6 +65,10 @@ return returned
 """
 
 
+#: How long past its interval a worker's shutdown waits for the recovery thread to end.
+STOP_MARGIN_S = 10
+
+
 @runtime_checkable
 class WakesConsumers(Protocol):
     """A broker whose idle consumers wait for a token (``WakeupRedisBroker``)."""
@@ -112,7 +116,9 @@ class DeadWorkerRecovery(Middleware):
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self.stopping.set()
         if self.thread is not None:
-            self.thread.join(timeout=self.interval_ms / 1000)
+            # It ends at its next wait; a call under way first ends or times out (redis-py's
+            # socket timeout, 5 s), which a loaded machine may stretch.
+            self.thread.join(timeout=self.interval_ms / 1000 + STOP_MARGIN_S)
             self.thread = None
 
     def recover(self, broker: RedisBroker) -> dict[str, int] | None:

@@ -1,8 +1,12 @@
-"""Fault tests: real redis-server and real worker processes, under the Procfile's settings.
+"""The fault suite: real redis-server, PostgreSQL and worker processes, under the Procfile's
+settings (no test here tunes a heartbeat, a maintenance chance or a claim timeout).
 
-They take minutes (a killed worker's messages come back only once its heartbeat is 60 s old),
-so they carry the ``reliability`` mark and run apart from the integration tests. The fixtures
-(``redis_server``, ``redis_url``, ``client``) are the shared ones of ``tests/conftest.py``.
+Every test here carries the ``reliability`` mark; those that take a minute or two also carry
+``quick`` and run in ``make test`` as well. The others (kills during thousands of messages,
+Redis restarts, a chunked run killed twice) take minutes each and run in
+``make test-reliability``, which runs the whole directory. ``docs/reliability.md`` has the
+figures each prints and the command that reproduces them. The fixtures (``redis_server``,
+``redis_url``, ``client``, ``database_url``) are the shared ones of ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,12 @@ from __future__ import annotations
 import pytest
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "reliability: kills and faults under production settings (minutes)"
-    )
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a test of this directory without the ``reliability`` mark: ``make test`` would
+    run it whatever its length, and ``make test-reliability`` could not select it."""
+    for item in items:
+        if (
+            item.path.parent.name == "reliability"
+            and item.get_closest_marker("reliability") is None
+        ):
+            raise pytest.UsageError(f"{item.nodeid} lacks pytest.mark.reliability")

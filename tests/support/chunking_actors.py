@@ -1,9 +1,11 @@
-"""The actors module a real ``dramatiq`` worker imports in chunking's kill test.
+"""The actors module of the real worker in chunking's kill test (``test_chunking_kill``).
 
-It builds a broker and declares its run only when ``CHUNKING_WORKER_REDIS_URL`` is set (in the
-worker), so the test process can import its tables and :func:`declare` without touching the
-global broker. The broker's heartbeat timeout is 2 s and it does queue maintenance on every
-call, so a killed worker's unacknowledged message comes back within seconds, not a minute.
+The worker is started as the Procfile starts one, ``fintask process worker -- dramatiq
+app.broker:setup_broker tests.support.chunking_actors ...``: its broker is fintask's own
+(``WakeupRedisBroker`` with the ``worker`` middleware stack, ``DeadWorkerRecovery`` included)
+with the production heartbeat timeout and maintenance chance, nothing tuned. The run is
+declared only when ``CHUNKING_DB_URL`` is set (in the worker), so the test process can import
+the tables and :func:`declare` and declare the run on a producer broker of its own.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 from dramatiq import Broker
-from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from app.broker import setup_broker
 from chunking import ChunkContext, ChunkedRun, KeysetEnumerator
 
 QUEUE = "chunking_kill"
@@ -84,14 +85,12 @@ def declare(
     )
 
 
-if redis_url := os.environ.get("CHUNKING_WORKER_REDIS_URL"):
-    broker = RedisBroker(
-        url=redis_url, heartbeat_timeout=2_000, maintenance_chance=MAINTENANCE_SCALE
-    )
-    dramatiq.set_broker(broker)
+if db_url := os.environ.get("CHUNKING_DB_URL"):
+    # The worker's entry point has built the broker already (``app.broker:setup_broker``);
+    # setup_broker is made once a process, so this is that same broker.
     kill_test_run = declare(
-        broker=broker,
-        sessions=sessionmaker(sqlite_engine(os.environ["CHUNKING_DB_URL"]), expire_on_commit=False),
+        broker=setup_broker(),
+        sessions=sessionmaker(sqlite_engine(db_url), expire_on_commit=False),
         started_log=Path(os.environ["CHUNKING_STARTED_LOG"]),
         chunk_s=float(os.environ["CHUNKING_CHUNK_S"]),
     )

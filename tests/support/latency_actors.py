@@ -1,8 +1,8 @@
 """Actors for the real ``dramatiq`` workers of the wake-up broker's integration tests.
 
 Run as ``dramatiq tests.support.latency_actors``: it builds a ``WakeupRedisBroker`` on
-``REDIS_URL`` (a plain ``RedisBroker`` with ``FINTASK_TEST_BROKER=plain``), with the heartbeat
-timeout and maintenance chance a recovery test needs, and records each run in Redis:
+``REDIS_URL`` with the production heartbeat timeout and maintenance chance (``Settings``) and,
+as every fintask broker has, ``DeadWorkerRecovery``; and records each run in Redis:
 ``<name>:starts`` lists start times, ``<name>:runs`` and ``<name>:done`` count runs and
 completions per message id.
 """
@@ -15,26 +15,27 @@ from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 
+from app.middleware.recovery import DeadWorkerRecovery
+from app.settings import load_settings
 from app.wakeup_broker import WakeupRedisBroker
 
 REDIS_URL = os.environ["REDIS_URL"]
-HEARTBEAT_TIMEOUT_MS = int(os.environ.get("FINTASK_TEST_HEARTBEAT_MS", "60000"))
-MAINTENANCE_CHANCE = int(os.environ.get("FINTASK_TEST_MAINTENANCE_CHANCE", "1000"))
 QUEUE = "wakeup"
 
 client = redis.Redis.from_url(REDIS_URL)
+settings = load_settings()
 
-broker_class = (
-    RedisBroker if os.environ.get("FINTASK_TEST_BROKER") == "plain" else WakeupRedisBroker
-)
-broker = broker_class(
+broker = WakeupRedisBroker(
     url=REDIS_URL,
-    middleware=[*(middleware() for middleware in default_middleware), CurrentMessage()],
-    heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
-    maintenance_chance=MAINTENANCE_CHANCE,
+    middleware=[
+        *(middleware() for middleware in default_middleware),
+        CurrentMessage(),
+        DeadWorkerRecovery(),
+    ],
+    heartbeat_timeout=settings.heartbeat_timeout_ms,
+    maintenance_chance=settings.maintenance_chance_per_million,
 )
 dramatiq.set_broker(broker)
 

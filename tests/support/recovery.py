@@ -19,8 +19,14 @@ from tests.support.processes import VENV_BIN, fintask_env
 from tests.support.reliability_actors import DONE_KEY, QUEUE, RUNS_KEY
 
 
-def worker_process(*, threads: int) -> list[str]:
-    """The command line of one worker process of the ``worker`` type on the reliability queue."""
+def worker_process(
+    *,
+    threads: int,
+    modules: tuple[str, ...] = ("actors", "tests.support.reliability_actors"),
+    queue: str = QUEUE,
+) -> list[str]:
+    """The command line of one worker process of the ``worker`` type, running ``modules``'
+    actors of ``queue`` (by default the reliability queue's ``work``)."""
     return [
         str(VENV_BIN / "fintask"),
         "process",
@@ -28,14 +34,13 @@ def worker_process(*, threads: int) -> list[str]:
         "--",
         str(VENV_BIN / "dramatiq"),
         "app.broker:setup_broker",
-        "actors",
-        "tests.support.reliability_actors",
+        *modules,
         "--processes",
         "1",
         "--threads",
         str(threads),
         "--queues",
-        QUEUE,
+        queue,
         "--worker-shutdown-timeout",
         "5000",
     ]

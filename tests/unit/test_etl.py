@@ -281,9 +281,7 @@ def test_two_downloads_of_one_account_never_run_at_once(
     # first took longer than a deferral on a loaded machine) while the first alone read the
     # provider;
     deferrals = [(m, d) for m, d in sent if "lock_deferrals" in m.options]
-    assert [m.options["lock_deferrals"] for m, _ in deferrals] == list(
-        range(1, len(deferrals) + 1)
-    )
+    assert [m.options["lock_deferrals"] for m, _ in deferrals] == list(range(1, len(deferrals) + 1))
     for deferred, delay in deferrals:
         assert deferred.message_id == message.message_id
         assert 1_000 <= delay <= 1_500

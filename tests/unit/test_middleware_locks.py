@@ -26,11 +26,14 @@ from app.middleware.locks import (
     Mutex,
     RedisMutex,
     UniqueEnqueue,
-    redis_mutex,
-    send_unique,
 )
+from tests.support.processes import wait_until
 
 EXPLICIT: dict[str, Any] = {"max_retries": 0, "time_limit": 10_000, "max_age": 60_000}
+#: Long enough that no lock here expires by the clock: a test expires or replaces it by hand.
+TTL_MS = 60_000
+#: The TTL of the renewal test, renewed every second: any PTTL at or below it comes from a renewal.
+RENEWED_TTL_MS = 3_000
 
 
 def stub_broker(client: redis.Redis, **mutex: Any) -> StubBroker:
@@ -60,8 +63,8 @@ def current_options() -> dict[str, Any]:
 
 
 def test_only_the_owner_releases_the_lock(client):
-    owner = RedisMutex(client, "account:1", ttl_ms=5_000)
-    intruder = RedisMutex(client, "account:1", ttl_ms=5_000)
+    owner = RedisMutex(client, "account:1", ttl_ms=TTL_MS)
+    intruder = RedisMutex(client, "account:1", ttl_ms=TTL_MS)
 
     assert owner.acquire()
     assert not intruder.acquire()
@@ -72,35 +75,37 @@ def test_only_the_owner_releases_the_lock(client):
 
 
 def test_the_lock_is_renewed_while_held_past_its_ttl(client):
-    owner = RedisMutex(client, "account:1", ttl_ms=150)
+    # Given a held lock whose expiry is pushed far out, to a PTTL no renewal would set
+    owner = RedisMutex(client, "account:1", ttl_ms=RENEWED_TTL_MS)
     assert owner.acquire()
+    key = "fintask:lock:account:1"
+    started = time.monotonic()
 
-    time.sleep(0.6)
+    # Then, again and again until it has been held for longer than its TTL, the holder's
+    # renewal brings the PTTL back to its TTL (no race: the lock cannot expire in between)
+    renewals = 0
+    while renewals < 2 or time.monotonic() - started <= RENEWED_TTL_MS / 1000:
+        client.pexpire(key, 10 * TTL_MS)
+        wait_until(lambda: 0 < client.pttl(key) <= RENEWED_TTL_MS, what="the lock's renewal")
+        renewals += 1
 
-    assert not RedisMutex(client, "account:1", ttl_ms=150).acquire()
+    # and it is still the owner's: nobody else gets it, and the owner releases it
+    assert not RedisMutex(client, "account:1", ttl_ms=RENEWED_TTL_MS).acquire()
     assert not owner.lost
     assert owner.release()
+    assert client.exists(key) == 0
 
 
 def test_a_lock_taken_away_is_reported_lost_and_not_released_from_its_new_holder(client):
-    owner = RedisMutex(client, "account:1", ttl_ms=150)
+    owner = RedisMutex(client, "account:1", ttl_ms=RENEWED_TTL_MS)
     assert owner.acquire()
 
     client.set("fintask:lock:account:1", "someone else")
-    time.sleep(0.2)
 
-    assert owner.lost
+    # at the holder's next renewal
+    wait_until(lambda: owner.lost, what="the owner to find its lock lost")
     assert not owner.release()
     assert client.get("fintask:lock:account:1") == b"someone else"
-
-
-def test_redis_mutex_is_a_decorator_too(client):
-    @redis_mutex(client, "maintenance:cleanup", ttl_ms=1_000)
-    def cleanup() -> bool:
-        return bool(client.exists("fintask:lock:maintenance:cleanup"))
-
-    assert cleanup()
-    assert client.exists("fintask:lock:maintenance:cleanup") == 0
 
 
 # The Mutex middleware
@@ -126,8 +131,9 @@ def test_bad_lock_options_fail_the_declaration(client, options, message):
 
 @pytest.mark.parametrize("contention", ["skip", "defer", "fail"])
 def test_a_message_whose_lock_is_held_skips_defers_or_fails(client, contention):
-    # Given a flow holding the account's lock for 300 ms
-    broker = stub_broker(client, defer_ms=100)
+    # Given a flow holding the account's lock until a message has met it
+    contended = threading.Event()
+    broker = stub_broker(client, defer_ms=100, on_contention=lambda *_: contended.set())
     ran: list[dict[str, Any]] = []
 
     @dramatiq.actor(
@@ -136,26 +142,19 @@ def test_a_message_whose_lock_is_held_skips_defers_or_fails(client, contention):
     def sync(account_id: int, **kwargs: Any) -> None:
         ran.append(current_options())
 
-    held = threading.Event()
+    flow = RedisMutex(client, "account:7", ttl_ms=TTL_MS)
+    assert flow.acquire()
 
-    def flow() -> None:
-        with redis_mutex(client, "account:7", ttl_ms=1_000):
-            held.set()
-            time.sleep(0.3)
-
-    holder = threading.Thread(target=flow)
-    holder.start()
-    held.wait()
-
-    # When a message for that account arrives
+    # When a message for that account arrives (and the flow lets go once it has met the lock)
     sync.send(account_id=7)
     with working(broker):
+        assert contended.wait(30), "the message never met the held lock"
+        assert flow.release()
         if contention == "fail":
             with pytest.raises(LockNotAcquired, match="lock 'account:7' is held"):
                 broker.join(sync.queue_name)
         else:
             broker.join(sync.queue_name)
-    holder.join()
 
     # Then skip drops it, defer runs it later without a retry, fail is an ordinary failure
     mutex = next(m for m in broker.middleware if isinstance(m, Mutex))
@@ -209,8 +208,7 @@ def test_a_second_send_for_a_pending_key_is_a_detectable_no_op(client):
         recalculate.send(account_id=1)
 
     assert pending.value.pending_message_id == first.message_id
-    assert send_unique(recalculate, account_id=1) is None
-    assert send_unique(recalculate, account_id=2) is not None
+    recalculate.send(account_id=2)  # another key is not held back
     assert broker.queues[recalculate.queue_name].qsize() == 2
 
 
@@ -224,18 +222,17 @@ def test_a_change_after_the_message_started_gets_a_fresh_message(client):
     def recalculate(account_id: int, **kwargs: Any) -> None:
         runs.append(current_options()["unique_claim"])
         started.set()
-        finish.wait(5)
+        finish.wait(30)
 
     recalculate.send(account_id=1)
     with working(broker):
-        started.wait(5)
-        # When the account changes again
-        second = send_unique(recalculate, account_id=1)
+        assert started.wait(30)
+        # When the account changes again (a send held back would raise AlreadyPending)
+        recalculate.send(account_id=1)
         finish.set()
         broker.join(recalculate.queue_name)
 
     # Then that change was enqueued, and ran too
-    assert second is not None
     assert runs == ["fintask:unique:recalculate:account:1"] * 2
     assert client.exists("fintask:unique:recalculate:account:1") == 0
 
@@ -251,9 +248,10 @@ def test_a_delayed_message_holds_its_key_until_it_runs(client):
 
     recalculate.send_with_options(kwargs={"account_id": 1}, delay=200)
     ttl_ms = client.pttl(key)
+    # while it waits out its delay (no worker runs it yet), a change is held back
+    with pytest.raises(AlreadyPending):
+        recalculate.send(account_id=1)
     with working(broker):
-        time.sleep(0.1)
-        assert send_unique(recalculate, account_id=1) is None
         broker.join(recalculate.queue_name)
 
     # it ran once, the key already released when it started, and the key is gone after
@@ -280,7 +278,7 @@ def test_a_retry_is_not_blocked_by_the_key(client):
         retries = current_options().get("retries", 0)
         attempts.append((label, retries))
         if label == "first" and retries == 0:
-            assert send_unique(recalculate, account_id=account_id, label="change") is not None
+            recalculate.send(account_id=account_id, label="change")  # not held back
             raise RuntimeError("database busy")
 
     recalculate.send(account_id=1, label="first")
@@ -308,7 +306,8 @@ def test_a_message_dead_lettered_before_it_ran_frees_its_key(client):
 
     newer = recalculate.message(account_id=1).copy(options={"schema": SCHEMA_VERSION + 1})
     broker.enqueue(newer)
-    assert send_unique(recalculate, account_id=1) is None
+    with pytest.raises(AlreadyPending):
+        recalculate.send(account_id=1)
 
     # When a worker of this release dead-letters it,
     with working(broker):
@@ -318,4 +317,4 @@ def test_a_message_dead_lettered_before_it_ran_frees_its_key(client):
     assert runs == []
     assert [message.message_id for message in broker.dead_letters] == [newer.message_id]
     assert client.exists("fintask:unique:recalculate:account:1") == 0
-    assert send_unique(recalculate, account_id=1) is not None
+    recalculate.send(account_id=1)

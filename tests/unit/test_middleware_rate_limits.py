@@ -14,7 +14,7 @@ import redis
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.local.ports import free_port
@@ -56,6 +56,7 @@ def test_a_rate_is_a_count_per_second_minute_or_hour(text, count, period_ms):
 
 
 @given(st.integers(min_value=1, max_value=10**6), st.sampled_from(["s", "m", "h"]))
+@settings(deadline=None)
 def test_the_interval_between_starts_spreads_the_count_over_the_period(count, unit):
     rate = parse_rate(f"{count}/{unit}")
 

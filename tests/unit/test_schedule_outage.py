@@ -308,3 +308,41 @@ def test_a_scheduler_waiting_for_redis_stops_when_told():
     client = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
 
     assert wait_for_redis(client, wait=lambda _s: True) is False
+
+
+def test_ticks_due_while_a_starting_scheduler_waited_for_redis_are_sent_within_max_age(
+    client, stub_broker, caplog
+):
+    # Given a job every minute whose max_age is two and a half minutes, with 09:29 sent before
+    # a deploy,
+    actor = declare_noop_actor("outage_waited", max_age=150_000)
+    schedule = Schedule(every("* * * * *", run=actor))
+    TickClaims(client).claim(actor.actor_name, "2024-06-03T09:29:00+00:00", "before-the-deploy")
+    # and a scheduler started at 09:30:00.05 that waited for Redis until 09:34:00.05
+    clock = Clock(START + dt.timedelta(minutes=4))
+    scheduler = TickScheduler(schedule, claims=TickClaims(client), clock=clock, started_at=START)
+
+    # When it wakes for the first time
+    sent = outcomes(scheduler.wake())
+    del stub_broker.actors[actor.actor_name]
+
+    # Then the ticks due while it waited are not missed ticks: those still within max_age are
+    # sent, once, oldest first, with the current one; the older ones are dropped saying why,
+    # and only 09:30, due before it started, was missed
+    assert sent == [
+        ("09:31", TickOutcome.EXPIRED),
+        ("09:32", TickOutcome.SENT),
+        ("09:33", TickOutcome.SENT),
+        ("09:34", TickOutcome.SENT),
+    ]
+    assert queued_ticks(stub_broker) == {
+        "2024-06-03T09:32:00+00:00": 1,
+        "2024-06-03T09:33:00+00:00": 1,
+        "2024-06-03T09:34:00+00:00": 1,
+    }
+    assert "Tick 2024-06-03T09:31:00+00:00 of outage_waited was NOT sent" in caplog.text
+    missed = [line for line in caplog.messages if "missed while no scheduler ran" in line]
+    assert missed == [
+        "outage_waited: 1 tick(s) since 2024-06-03T09:29:00+00:00 were missed while no "
+        "scheduler ran, not sent (catch_up is off): 2024-06-03T09:30:00+00:00"
+    ]

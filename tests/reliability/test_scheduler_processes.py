@@ -21,7 +21,7 @@ from tests.support.fixed_port_redis import FixedPortRedis
 from tests.support.processes import VENV_BIN, fintask_env, running, wait_until
 from tests.support.scheduler_actors import QUEUE, SCHEDULE
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.reliability, pytest.mark.quick]
 
 MODULE = "tests.support.scheduler_actors"
 TICK_LINE = re.compile(r"Tick (\S+) of (\w+): (sent as message|already sent by another)")

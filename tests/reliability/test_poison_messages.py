@@ -20,7 +20,7 @@ from app.middleware.guardrails import SCHEMA_VERSION
 from tests.support.processes import wait_until
 from tests.support.workers import fintask_broker, push, worker_on
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.reliability, pytest.mark.quick]
 pytest_plugins = ["tests.support.inspection_fixtures"]
 
 #: A queue of fintask's, so that ``fintask dlq`` looks in it.
@@ -92,6 +92,10 @@ def test_poison_is_dead_lettered_with_its_reason_and_its_neighbours_run(
     # And nothing is left behind in the queues or a worker's ack set
     assert client.hlen(f"dramatiq:{QUEUE}.msgs") == client.hlen(f"dramatiq:{QUEUE}.DQ.msgs") == 0
     assert not list(client.scan_iter("dramatiq:__acks__.*"))
+    print(
+        f"\npoison: {len(bad)} of {len(bad)} dead-lettered with their reason, "
+        f"{len(good)} neighbours ran once, lost 0, consumer restarts 0"
+    )
 
 
 def test_dlq_show_prints_a_payload_that_is_not_a_message_as_it_is(inspected_redis, redis_url):

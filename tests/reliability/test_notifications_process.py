@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 
+import pytest
 from sqlalchemy import create_engine, select, text
 
 from app.db.migrate import upgrade
@@ -21,6 +22,8 @@ from tests.support.processes import (
     running,
     wait_until,
 )
+
+pytestmark = [pytest.mark.reliability, pytest.mark.quick]
 
 
 def test_sigkill_mid_send_delivers_exactly_one_email(redis_url, tmp_path):

@@ -22,7 +22,7 @@ from tests.support.processes import running, wait_until
 from tests.support.recovery import consumers, done, runs, worker_env, worker_process
 from tests.support.reliability_actors import QUEUE
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.reliability, pytest.mark.quick]
 
 #: Recovery runs every 5 s; the rest is a loaded machine.
 GENEROUS_S = 30

@@ -22,23 +22,30 @@ from app.wakeup_broker import Fetched, WakeupRedisBroker
 from tests.support.processes import wait_until
 from tests.support.workers import fintask_broker, push, worker_on
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.reliability, pytest.mark.quick]
 pytest_plugins = ["tests.support.inspection_fixtures"]
 
 QUEUE = "maintenance"
 
 
 class StallingBroker(WakeupRedisBroker):
-    """Raises ``redis.TimeoutError`` on the next fetch of, or dead-letter in, a chosen queue."""
+    """Raises ``redis.TimeoutError`` on the next fetch of, or dead-letter in, a chosen queue, or
+    loses the answer of a fetch that went through, as Redis closing its connections while it
+    shuts down does."""
 
     stall_fetch_of: str | None = None
+    lose_fetch_answer_of: str | None = None
     stall_dead_letter = False
 
     def fetch(self, queue_name: str, count: int) -> list[Fetched]:
         if queue_name == self.stall_fetch_of:
             self.stall_fetch_of = None
             raise redis.TimeoutError("Timeout reading from socket")
-        return super().fetch(queue_name, count)
+        fetched = super().fetch(queue_name, count)
+        if queue_name == self.lose_fetch_answer_of and fetched:
+            self.lose_fetch_answer_of = None
+            raise redis.ConnectionError("Connection closed by server.")
+        return fetched
 
     def dead_letter(self, queue_name: str, redis_id: str, reason: str) -> bool:
         if self.stall_dead_letter:
@@ -79,6 +86,28 @@ def test_a_timeout_mid_batch_loses_none_of_the_batch(stalling, inspected_redis, 
     assert runs == {0: 1, 1: 1, 2: 1}
     assert not list(client.scan_iter("dramatiq:__acks__.*"))
     assert "Consumer encountered an unexpected error" not in caplog.text
+    print("\nRedis timeout mid-batch: 3 of 3 good messages ran once, poison dead-lettered; lost 0")
+
+
+def test_messages_a_fetch_took_as_its_answer_was_lost_run_once(stalling, inspected_redis, caplog):
+    broker, runs = stalling
+    client = inspected_redis
+
+    # Given three messages, and a fetch that takes them into the worker's ack set and loses
+    # its answer with the connection (the worker stays alive: recovery would never see them)
+    for n in range(3):
+        push(client, QUEUE, Message(QUEUE, "tally", (n,), {}, {}).encode())
+    broker.lose_fetch_answer_of = QUEUE
+
+    with caplog.at_level(logging.WARNING), worker_on(broker, threads=2, prefetch=8):
+        # Then the restarted consumer returns them to the queue and each runs, once
+        wait_until(lambda: sum(runs.values()) == 3, what="the three messages")
+        broker.join(QUEUE, timeout=30_000)
+    assert broker.lose_fetch_answer_of is None, "the fetch's answer was lost"
+    assert runs == {0: 1, 1: 1, 2: 1}
+    assert not list(client.scan_iter("dramatiq:__acks__.*"))
+    assert "Returning 3 messages to 'maintenance' that a fetch lost" in caplog.text
+    print("\nfetch answer lost with the connection: 3 of 3 taken messages ran once; lost 0")
 
 
 def test_a_delayed_message_held_in_memory_survives_a_timeout(stalling, inspected_redis, caplog):
@@ -105,3 +134,4 @@ def test_a_delayed_message_held_in_memory_survives_a_timeout(stalling, inspected
     assert runs == {7: 1}
     assert not list(client.scan_iter("dramatiq:__acks__.*"))
     assert "Consumer encountered an unexpected error" not in caplog.text
+    print("\nRedis timeout with a delayed message in memory: it ran once when due; lost 0")
