@@ -191,8 +191,11 @@ def test_worker_sigkill_during_10000_notifications(
             timeout_s=900,
             what=f"{KILL_AFTER} notifications sent",
         )
+        # (several, so that some are still unacked the instant the signal lands)
         wait_until(
-            lambda: held_by(client, doomed_ids) > 0, timeout_s=300, what="messages in flight"
+            lambda: len(held_notifications(client, doomed_ids)) >= 4,
+            timeout_s=300,
+            what="notifications in flight on the worker to be killed",
         )
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
