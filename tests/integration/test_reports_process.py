@@ -1,6 +1,7 @@
 """The weekly report through real processes: a worker killed with SIGKILL in the middle of the
 run is replaced, the run resumes from its last committed chunk, and every active user gets
-exactly one email."""
+one email; a repeat only where the README allows it (a send the relay accepted as the worker
+died, sent again with the same Message-ID), at most one per thread of the killed worker."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def test_sigkill_mid_run_resumes_with_one_email_per_active_user(redis_url, tmp_p
     def emails() -> list[str]:
         return [mail["to"][0] for mail in read_records(mailbox)]
 
-    worker = dramatiq_worker("fanout", "emails", "maintenance", processes=1, threads=4)
+    threads = 4
+    worker = dramatiq_worker("fanout", "emails", "maintenance", processes=1, threads=threads)
     try:
         # A scheduler relays any outbox row a killed worker committed but did not send (only
         # the relay: the real schedule's daily jobs would mail these users too).
@@ -79,11 +81,17 @@ def test_sigkill_mid_run_resumes_with_one_email_per_active_user(redis_url, tmp_p
     finally:
         sink.stop()
 
-    # and every active user got exactly one email, and nobody else any.
+    # and every active user got one email, and nobody else any; a user mailed twice was being
+    # mailed as the worker died, and got the same Message-ID twice (a receiver drops it).
     assert killed_at is not None and killed_at[0] == "running", "the kill landed mid-run"
     received = collections.Counter(emails())
     assert set(received) == active
-    assert set(received.values()) == {1}
+    repeated = {to for to, count in received.items() if count > 1}
+    assert len(repeated) <= threads
+    assert set(received.values()) <= {1, 2}
+    for to in repeated:
+        ids = {mail["message_id"] for mail in read_records(mailbox) if mail["to"][0] == to}
+        assert len(ids) == 1, (to, ids)
     with engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(ChunkRun)) == 1
     engine.dispose()
