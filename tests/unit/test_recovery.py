@@ -38,14 +38,21 @@ def broker(redis_url: str) -> Iterator[WakeupRedisBroker]:
 def worker_holding(
     redis_url: str, client: redis.Redis, *, queue_name: str, count: int, age_ms: int
 ) -> RedisBroker:
-    """A worker that fetched ``count`` messages of ``queue_name`` and last beat ``age_ms`` ago."""
+    """A worker that fetched ``count`` messages of ``queue_name`` and last beat ``age_ms`` ago.
+
+    The messages go straight into its ack set, in one transaction, as its fetch would have left
+    them: never in the ready list, where a live worker of the test could take them first.
+    """
     worker = RedisBroker(url=redis_url, middleware=[])
     canonical = queue_name.removesuffix(".DQ")
-    delay = 60_000 if queue_name.endswith(".DQ") else None
+    options = {"eta": current_millis() + 60_000} if queue_name.endswith(".DQ") else {}
+    pipe = client.pipeline(transaction=True)
     for _ in range(count):
-        worker.enqueue(Message(canonical, canonical, (), {}, {}), delay=delay)
-    assert len(worker.do_fetch(queue_name, count)) == count
-    client.zadd(HEARTBEATS, {worker.broker_id: current_millis() - age_ms})
+        message = Message(queue_name, canonical, (), {}, dict(options))
+        pipe.hset(f"dramatiq:{queue_name}.msgs", message.message_id, message.encode())
+        pipe.sadd(f"dramatiq:__acks__.{worker.broker_id}.{queue_name}", message.message_id)
+    pipe.zadd(HEARTBEATS, {worker.broker_id: current_millis() - age_ms})
+    pipe.execute()
     worker.client.close()
     return worker
 
