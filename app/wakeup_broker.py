@@ -47,6 +47,7 @@ from dramatiq.message import Message
 from app.dead_letters import DEAD_LETTER_SCRIPT, failure_reason, reason_key, runnable_message
 from app.held_messages import HeldMessages
 from chunking.bulk import dispatch_args
+from chunking.redis_keys import acks_key
 
 #: The most tokens a wake-up list keeps: each wakes one blocked consumer, so this is how many
 #: idle consumers of one queue a burst can wake at once; more would only cost empty fetches.
@@ -217,7 +218,7 @@ class WakeupRedisBroker(RedisBroker):
     def return_unseen(self, queue_name: str) -> None:
         """Return to ``queue_name`` the ids a fetch whose answer was lost left in this worker's
         ack set (``app.held_messages``)."""
-        acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        acks = acks_key(queue_name, self.broker_id, namespace=self.namespace)
         unseen = self.held.unseen(
             queue_name, lambda: [_text(redis_id) for redis_id in self.client.smembers(acks)]
         )

@@ -47,3 +47,9 @@ def dead_letters_key(queue_name: str, *, namespace: str = NAMESPACE) -> str:
 def dead_messages_key(queue_name: str, *, namespace: str = NAMESPACE) -> str:
     """The hash of ``queue_name``'s dead letters' messages by id."""
     return messages_key(xq_name(queue_name), namespace=namespace)
+
+
+def acks_key(queue_name: str, broker_id: str, *, namespace: str = NAMESPACE) -> str:
+    """The set of ``queue_name``'s message ids the worker process ``broker_id`` fetched and has
+    not acknowledged."""
+    return f"{namespace}:__acks__.{broker_id}.{queue_name}"
