@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"[{repeat + 1}/{args.repeats}] {scenario.number}. {scenario.title}",
                       file=sys.stderr, flush=True)  # fmt: skip
-                bench = Bench(redis_url=server.url, full=args.full, repeat=repeat, logs=logs)
+                bench = Bench(
+                    redis_url=server.url,
+                    full=args.full,
+                    repeat=repeat,
+                    logs=logs,
+                    history=tuple(samples),
+                )
                 began = time.monotonic()
                 try:
                     scenario.run(bench)

@@ -35,6 +35,8 @@ class Sample:
     unit: str
     system: str
     value: float
+    #: The tuned knobs behind ``system``'s value (its best setting in a sweep), when named.
+    setting: str = ""
 
 
 @dataclass
@@ -46,6 +48,9 @@ class Bench:
     repeat: int
     logs: Path
     samples: list[Sample] = field(default_factory=list)
+    #: Every sample the run's earlier scenarios recorded (this repetition's and earlier ones'),
+    #: so a scenario can load each system at a fraction of its measured maximum.
+    history: Sequence[Sample] = ()
 
     def client(self) -> redis.Redis:
         """A new client of the benchmark's own Redis (the caller closes it)."""
@@ -66,11 +71,23 @@ class Bench:
         return self.logs / f"{scenario}-{system.replace(' ', '_').replace('/', '_')}.log"
 
     def record(
-        self, scenario: str, case: str, metric: str, unit: str, system: str, value: float
+        self,
+        scenario: str,
+        case: str,
+        metric: str,
+        unit: str,
+        system: str,
+        value: float,
+        *,
+        setting: str = "",
     ) -> None:
         """Keep one measured value, and say it on stderr so a long run shows its progress."""
-        self.samples.append(Sample(scenario, case, metric, unit, system, value))
-        print(f"    {scenario} | {case} | {system}: {metric} {value:,.4g} {unit}", file=sys.stderr)
+        self.samples.append(Sample(scenario, case, metric, unit, system, value, setting))
+        named = f" [{setting}]" if setting else ""
+        print(
+            f"    {scenario} | {case} | {system}{named}: {metric} {value:,.4g} {unit}",
+            file=sys.stderr,
+        )
 
 
 @dataclass(frozen=True)
