@@ -23,7 +23,7 @@ def test_the_client_downloads_refreshes_and_is_rate_limited_by_the_sandbox_proce
     base_url = f"http://127.0.0.1:{port}"
 
     with running(command, env, tmp_path / "sandbox.log") as process:
-        wait_for_port(port, timeout_s=30)
+        wait_for_port(port, timeout_s=120)
         assert process.poll() is None, (tmp_path / "sandbox.log").read_text()
 
         with ProviderClient(base_url=base_url, timeout_s=10) as client:
