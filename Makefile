@@ -63,8 +63,10 @@ test-reliability: install
 	$(BIN)/pytest tests/reliability -m reliability -s $(PYTEST_ARGS)
 
 # Quick sizes by default (a few minutes on 2 cores); FULL=1 for 10^6 users and 30 s windows.
+# arq runs from its own locked venv (bench/peers/arq: arq 0.28 needs redis-py < 6).
 bench: install
-	$(BIN)/python -m bench $(if $(FULL),--full,) $(BENCH_ARGS)
+	$(UV) sync --frozen --python python3 --project bench/peers/arq
+	$(BIN)/python -m bench $(if $(FULL),--full,) $(if $(PUBLISH),--publish,) $(BENCH_ARGS)
 
 clean:
 	rm -rf var .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,15 +1,17 @@
 """``python -m bench``: every scenario against one private Redis, repeated, then the report.
 
 ``make bench`` runs the quick sizes (minutes on 2 cores); ``make bench FULL=1`` the full ones
-(10^6 users, 30 s windows). ``--only`` runs some scenarios, by key. The report (Markdown and
-PNG plots) goes to ``bench/results/<mode>/``; the workers' logs are kept (and their directory
-printed) when a scenario fails.
+(10^6 users, windows of 30 to 60 s). ``--only`` runs some scenarios, by key. ``--publish``
+(``make bench PUBLISH=1``) writes ``bench/results/<mode>/`` and refuses a work tree with
+changes unless ``--allow-dirty``; without it the report goes to the self-ignoring
+``bench/results/local-<mode>/``. Either way the samples, latency histograms, command lines,
+workers' logs, package versions, Redis ``INFO`` and machine are kept beside the report
+(:mod:`bench.publish`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import shutil
 import sys
@@ -21,7 +23,20 @@ from pathlib import Path
 import redis
 
 from app.local.redis_server import RedisServer
-from bench.harness import Bench, Sample
+from app.settings import PROJECT_ROOT
+from bench.harness import Bench, CommandLine, Sample
+from bench.histograms import Cells
+from bench.publish import (
+    busiest_processes,
+    clear,
+    commit_of,
+    keep_beside,
+    load_average,
+    machine_text,
+    redis_info_text,
+    results_dir,
+    tree_changes,
+)
 from bench.report import RunInfo, write_report
 from bench.scenarios import SCENARIOS, scenarios_named
 
@@ -30,13 +45,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="full sizes (10^6 users, 30 s)")
+    parser.add_argument("--full", action="store_true", help="full sizes (10^6 users, 30-60 s)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (default 3)")
     keys = ", ".join(s.key for s in SCENARIOS)
     parser.add_argument("--only", default="", help=f"comma-separated scenario keys: {keys}")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="write bench/results/<mode>/ (refused when the work tree has changes)",
+    )
+    parser.add_argument(
+        "--allow-dirty", action="store_true", help="publish even with uncommitted changes"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.allow_dirty and not args.publish:
+        parser.error("--allow-dirty only means something with --publish")
     try:
         args.scenarios = scenarios_named(args.only)
     except KeyError as error:
@@ -44,11 +69,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def refusal(changes: list[str]) -> str:
+    """Why a publish does not start, with the changes that stop it."""
+    shown = "\n".join(f"  {line}" for line in changes[:20])
+    more = f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else ""
+    return (
+        "Refusing to publish: the work tree has changes outside bench/results/, so the report "
+        f"would not describe any commit:\n{shown}{more}\n"
+        "Commit them (or run without --publish), or pass --allow-dirty to publish anyway."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    load_before = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    argv = sys.argv[1:] if argv is None else argv
+    changes = tree_changes(PROJECT_ROOT)
+    if args.publish and changes and not args.allow_dirty:
+        print(refusal(changes), file=sys.stderr)
+        return 2
+    commit = commit_of(PROJECT_ROOT, changes)
+    load_before = load_average()
+    busiest = busiest_processes()
     started = time.monotonic()
     samples: list[Sample] = []
+    cells = Cells()
+    commands: list[CommandLine] = []
     failed = False
     logs = Path(tempfile.mkdtemp(prefix="fintask-bench-logs-"))
     with (
@@ -69,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                     repeat=repeat,
                     logs=logs,
                     history=tuple(samples),
+                    repeats=args.repeats,
+                    cells=cells,
+                    commands=commands,
                 )
                 began = time.monotonic()
                 try:
@@ -79,15 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                 took = time.monotonic() - began
                 print(f"    ({scenario.key}: {took:.0f} s)", file=sys.stderr, flush=True)
                 samples += bench.samples
-    if failed:
-        print(f"A scenario failed; the workers' logs are kept in {logs}", file=sys.stderr)
-    else:
-        shutil.rmtree(logs)
+        redis_info = redis_info_text(server.url)
     mode = "full" if args.full else "quick"
     name = mode if not args.only else f"{mode}-{args.only.replace(',', '-')}"
     command = "make bench" + (" FULL=1" if args.full else "")
+    exact = shlex.join([".venv/bin/python", "-m", "bench", *argv])
     if args.only or args.repeats != 3:
-        command = shlex.join([".venv/bin/python", "-m", "bench", *(argv or sys.argv[1:])])
+        command = exact
     info = RunInfo(
         command=command,
         full=args.full,
@@ -95,8 +141,27 @@ def main(argv: list[str] | None = None) -> int:
         redis_version=redis_version,
         load_before=load_before,
         seconds=time.monotonic() - started,
+        commit=commit,
+        published=args.publish,
+        load_after=load_average(),
     )
-    print(write_report(args.scenarios, samples, info, RESULTS / name))
+    directory = results_dir(RESULTS, name, published=args.publish)
+    clear(directory)
+    text = write_report(args.scenarios, samples, info, directory, cells)
+    keep_beside(
+        directory,
+        root=PROJECT_ROOT,
+        command=f"cd {shlex.quote(str(PROJECT_ROOT))} && {exact}",
+        commands=commands,
+        logs=logs,
+        redis_info=redis_info,
+        machine=machine_text(load_before=load_before, load_after=info.load_after, busiest=busiest),
+        changes=changes,
+    )
+    shutil.rmtree(logs)
+    if failed:
+        print(f"A scenario failed; the workers' logs are in {directory / 'logs'}", file=sys.stderr)
+    print(text)
     return 1 if failed else 0
 
 

@@ -1,7 +1,10 @@
 """The harness every scenario runs in: one private Redis, repetitions, samples and medians.
 
 A scenario is a function that runs once per repetition and records samples: a value of one
-metric (``throughput``, ``p99``) of one case (``2 msg/s``, ``100,000 users``) for one system.
+metric (``throughput``, ``peak worker PSS``) of one case (``2 msg/s``, ``100,000 users``) for
+one system.
+Latencies are not samples of one repetition: each is pooled into its (scenario, case, system)
+cell over every repetition (:mod:`bench.histograms`), and the report reads percentiles there.
 Within a repetition a scenario visits its systems in the order :meth:`Bench.order` gives,
 which rotates from one repetition to the next, so a slow spell of a shared machine hits every
 system rather than whichever happened to run then. The report takes the median of the
@@ -10,17 +13,22 @@ repetitions and states the spread.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psutil
 import redis
+
+from bench.histograms import Cells
+from bench.systems import System, Workers, workers
 
 T = TypeVar("T")
 
@@ -39,9 +47,26 @@ class Sample:
     setting: str = ""
 
 
+@dataclass(frozen=True)
+class CommandLine:
+    """A process the benchmark started, as ``commands.txt`` of a published run lists it."""
+
+    scenario: str
+    system: str
+    setting: str
+    argv: tuple[str, ...]
+    #: Variables the benchmark set or changed for it, relative to its own environment.
+    env: tuple[tuple[str, str], ...] = ()
+    #: Variables it removed (names only: a removed value may be a secret).
+    unset: tuple[str, ...] = ()
+
+
 @dataclass
 class Bench:
-    """What a scenario gets: the private Redis, the mode, this repetition, and the recorder."""
+    """What a scenario gets: the private Redis, the mode, this repetition, and the recorder.
+
+    ``cells`` and ``commands`` are the run's, shared by every scenario and repetition.
+    """
 
     redis_url: str
     full: bool
@@ -51,6 +76,11 @@ class Bench:
     #: Every sample the run's earlier scenarios recorded (this repetition's and earlier ones'),
     #: so a scenario can load each system at a fraction of its measured maximum.
     history: Sequence[Sample] = ()
+    #: How many repetitions the run has, so a scenario can size a window to reach a pooled
+    #: sample count (:data:`bench.histograms.QUOTABLE` latencies per cell in full mode).
+    repeats: int = 1
+    cells: Cells = field(default_factory=Cells)
+    commands: list[CommandLine] = field(default_factory=list)
 
     def client(self) -> redis.Redis:
         """A new client of the benchmark's own Redis (the caller closes it)."""
@@ -88,6 +118,82 @@ class Bench:
             f"    {scenario} | {case} | {system}{named}: {metric} {value:,.4g} {unit}",
             file=sys.stderr,
         )
+
+    def record_latencies(
+        self,
+        scenario: str,
+        case: str,
+        system: str,
+        latencies_ms: Iterable[float],
+        *,
+        setting: str = "",
+    ) -> None:
+        """Pool send-to-start latencies (ms) into their cell, over every repetition."""
+        values = list(latencies_ms)
+        cell = self.cells.add(scenario, case, system, values, setting)
+        pooled = cell.percentiles_ms()
+        print(
+            f"    {scenario} | {case} | {system}: {len(values):,} latencies "
+            f"({cell.count:,} pooled: p50 {pooled['p50']:.3g} ms, p99 {pooled['p99']:.3g} ms)",
+            file=sys.stderr,
+        )
+
+    def note_command(
+        self,
+        scenario: str,
+        system: str,
+        argv: Sequence[str],
+        *,
+        setting: str = "",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Keep a command line the run started, once however many repetitions start it (the
+        first one's environment: scratch paths and ports change from one start to the next).
+
+        ``env`` is the process's full environment; only what differs from the benchmark's own
+        is kept. :meth:`workers` notes its workers itself; a scenario that starts another
+        process (a producer in a separate virtualenv) calls this.
+        """
+        key = (scenario, system, setting, tuple(argv))
+        if any((c.scenario, c.system, c.setting, c.argv) == key for c in self.commands):
+            return
+        changed, unset = _environment_changes(env) if env is not None else ((), ())
+        self.commands.append(CommandLine(*key, changed, unset))
+
+    @contextmanager
+    def workers(
+        self,
+        scenario: str,
+        system: System,
+        module: str,
+        queues: Sequence[str],
+        **options: Any,
+    ) -> Iterator[Workers]:
+        """:func:`bench.systems.workers` on this run's Redis and log directory, with every
+        command line noted for a published run's ``commands.txt``."""
+        with workers(
+            system,
+            module,
+            queues,
+            redis_url=self.redis_url,
+            log_path=self.log_path(scenario, system.name),
+            **options,
+        ) as started:
+            for process, argv in zip(started.processes, started.command_lines, strict=True):
+                env = None
+                with suppress(psutil.Error):
+                    env = psutil.Process(process.pid).environ()
+                self.note_command(scenario, system.name, argv, setting=system.describe(), env=env)
+            yield started
+
+
+def _environment_changes(
+    env: Mapping[str, str],
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """What ``env`` sets differently from this process's environment, and what it lacks."""
+    changed = tuple(sorted((k, v) for k, v in env.items() if os.environ.get(k) != v))
+    unset = tuple(sorted(k for k in os.environ if k not in env))
+    return changed, unset
 
 
 @dataclass(frozen=True)

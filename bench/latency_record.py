@@ -1,4 +1,7 @@
-"""What a latency-measuring task does: append "start sent pid" to one Redis list, nothing else."""
+"""What a latency-measuring task does: append "start sent pid" to one Redis list, nothing else.
+
+Imports nothing but ``redis``: arq's own venv imports it too (``bench.work``).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,12 @@ def worker_queue() -> tuple[str, str]:
     return queue, starts_key(queue)
 
 
+def record_line(sent_at: float, consumer: int) -> str:
+    """One run's record: its start time, the send time its message carried, and the pid of
+    the process it counts for (the readiness probe waits until every one has answered)."""
+    return f"{time.time()!r} {sent_at!r} {consumer}"
+
+
 def record_start(client: redis.Redis, sent_at: float, key: str = STARTS_KEY) -> None:
     """Record this run's start time next to the send time that travelled in the message."""
-    client.rpush(key, f"{time.time()!r} {sent_at!r} {os.getpid()}")
+    client.rpush(key, record_line(sent_at, os.getpid()))

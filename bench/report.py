@@ -1,4 +1,5 @@
-"""The benchmark's report: Markdown tables of medians and ratios, verdicts, and PNG plots."""
+"""The benchmark's report: Markdown tables of medians, ratios and pooled latency percentiles,
+verdicts, and PNG plots, with the run's samples and histograms beside them."""
 
 from __future__ import annotations
 
@@ -7,21 +8,23 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-import celery
-import dramatiq
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt
 
-from app.settings import PROJECT_ROOT
 from bench.harness import Medians, Sample, Scenario
+from bench.histograms import PERCENTILES, QUOTABLE, Cell, Cells
+
+#: The distributions whose versions the header names (arq's is in ``freeze.txt``: it has a
+#: virtualenv of its own).
+MEASURED = ("dramatiq", "celery", "taskiq", "taskiq-redis", "huey", "rq", "redis", "hdrhistogram")
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,15 @@ class RunInfo:
     redis_version: str
     load_before: str
     seconds: float
+    #: The commit measured, ``+changes`` when the work tree differed from it.
+    commit: str = "unknown"
+    #: Written by ``--publish`` (into ``bench/results/<name>/``), or a scratch run.
+    published: bool = False
+    load_after: str = ""
 
 
 def machine() -> str:
-    """CPU model, cores and memory of this machine."""
+    """CPU model, cores and memory of this machine (``machine.txt`` has the rest)."""
     model = platform.processor() or platform.machine()
     with open("/proc/cpuinfo") as cpuinfo:
         for line in cpuinfo:
@@ -48,16 +56,15 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()}"
 
 
-def commit() -> str:
-    """The fintask commit measured (with ``+changes`` when the work tree differs)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True
-        ).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+def versions() -> str:
+    """Python, and each measured distribution installed here."""
+    found = [f"Python {platform.python_version()}"]
+    for name in MEASURED:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
 
 
 def _number(value: float) -> str:
@@ -140,58 +147,165 @@ def plot_series(scenario: Scenario, path: Path) -> bool:
     return True
 
 
-def write_report(
-    scenarios: Sequence[Scenario], samples: Sequence[Sample], info: RunInfo, directory: Path
-) -> str:
-    """Write ``README.md`` and the plots into ``directory``; return the Markdown."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("*.png"):
-        old.unlink()
-    mode = "full (`FULL=1`)" if info.full else "quick"
-    versions = (
-        f"Python {platform.python_version()}, Redis {info.redis_version}, "
-        f"Dramatiq {dramatiq.__version__}, Celery {celery.__version__}, fintask {commit()}"
-    )
+def pooled_samples(scenario: str, cells: dict[tuple[str, str], Cell]) -> list[Sample]:
+    """A scenario's latency cells as samples (one value each: pooled, not a median), so its
+    verdicts read ``p99`` and ``samples`` of a cell as they read any metric."""
+    pooled = []
+    for (case, system), cell in cells.items():
+        setting = "; ".join(cell.settings)
+        values = {**cell.percentiles_ms(), "max": cell.max_ms}
+        pooled += [Sample(scenario, case, k, "ms", system, v, setting) for k, v in values.items()]
+        pooled.append(Sample(scenario, case, "samples", "", system, cell.count, setting))
+    return pooled
+
+
+def samples_cell(count: int) -> str:
+    """A cell's sample count, marked when it is too thin to quote its upper percentiles."""
+    return f"{count:,}" if count >= QUOTABLE else f"{count:,} (< {QUOTABLE:,})"
+
+
+def latency_table(cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """One row per (case, system): the setting, the pooled count, percentiles, and the max."""
+    labels = [label for label, _ in PERCENTILES]
+    header = ["case", "system", "setting", "samples", *(f"{label} (ms)" for label in labels)]
     lines = [
-        "# fintask, Dramatiq and Celery side by side",
+        "| " + " | ".join([*header, "max (ms)"]) + " |",
+        "|---|---|---|" + "---:|" * (len(header) - 2),
+    ]
+    for (case, system), cell in cells.items():
+        values = cell.percentiles_ms()
+        row = [case, system, "; ".join(cell.settings), samples_cell(cell.count)]
+        row += [_number(values[label]) for label in labels] + [_number(cell.max_ms)]
+        lines.append("| " + " | ".join(row) + " |")
+    if any(not cell.quotable for cell in cells.values()):
+        lines += [
+            "",
+            f"A count marked (< {QUOTABLE:,}) is too thin to quote: its p99.9 and even its p99 "
+            "are among its last few values. Full mode sizes every window to reach "
+            f"{QUOTABLE:,} per cell over the repetitions.",
+        ]
+    return lines
+
+
+def plot_cells(scenario: Scenario, cells: dict[tuple[str, str], Cell], path: Path) -> None:
+    """p50 and p99 of every system per case (log scale), one line per system."""
+    cases = list(dict.fromkeys(case for case, _ in cells))
+    systems = list(dict.fromkeys(system for _, system in cells))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 3.8), squeeze=False)
+    for ax, label in zip(axes.flat, ("p50", "p99"), strict=True):
+        for system in systems:
+            points = [
+                (i, cells[(case, system)].percentiles_ms()[label])
+                for i, case in enumerate(cases)
+                if (case, system) in cells and cells[(case, system)].count
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", linewidth=1.2, label=system)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(cases)), cases, rotation=25, ha="right", fontsize=8)
+        ax.set_title(f"{label}, pooled over the repetitions", fontsize=9)
+        ax.set_ylabel("ms", fontsize=8)
+        ax.legend(fontsize=7)
+    figure.suptitle(f"{scenario.number}. {scenario.title}: percentiles", fontsize=11)
+    figure.tight_layout(rect=(0, 0, 1, 0.95))  # room for the suptitle
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def header(info: RunInfo, directory: Path) -> list[str]:
+    """Where, when, on what, from which commit, and how to read the cells."""
+    mode = "full (`FULL=1`)" if info.full else "quick"
+    if info.published:
+        origin = f"Published (`--publish`) from commit `{info.commit}`" + (
+            ", **with uncommitted changes** (`--allow-dirty`; `changes.diff` has them)."
+            if info.commit.endswith("+changes")
+            else ", a clean work tree."
+        )
+    else:
+        origin = (
+            f"**Not published**: a scratch run of `{info.commit}`, written to "
+            f"`{directory.name}/`, which git ignores. `--publish` (from a clean commit) writes "
+            "the report that may be quoted."
+        )
+    after = f", {info.load_after} at the end" if info.load_after else ""
+    return [
+        "# fintask and the Python task queues, side by side",
         "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}; load average "
-        f"{info.load_before} at the start. {versions}. Mode: {mode}, {info.repeats} "
-        f"repetitions, the systems' order rotated each time; {info.seconds / 60:.1f} minutes.",
+        f"(1 / 5 / 15 min) {info.load_before} at the start{after}. {versions()}, "
+        f"Redis {info.redis_version}. Mode: {mode}, {info.repeats} repetitions, the systems' "
+        f"order rotated each time; {info.seconds / 60:.1f} minutes.",
         "",
-        f"Reproduce: `{info.command}`. Cells are medians over the repetitions, with the "
-        "range below when they differ; ratios divide medians.",
+        origin,
+        "",
+        f"Reproduce: `{info.command}`.",
+        "",
+        "How to read it: a table cell is the median over the repetitions of one measured value, "
+        "with the range (lowest-highest repetition) below it when they differ; a ratio divides "
+        "two medians. A setting in brackets names the tuned knobs behind a system's value. "
+        "Latency tables are not medians: every send-to-start latency of a (case, system) is "
+        "pooled over the repetitions into one HdrHistogram (microseconds, 3 significant "
+        "digits), and p50 / p90 / p99 / p99.9 are read from it, with the exact maximum apart "
+        "and the sample count beside them. Beside this file: `samples.json` (every value), "
+        "`histograms.json` (every latency cell, encoded), `commands.txt`, `logs/`, "
+        "`freeze.txt`, `redis-info.txt` and `machine.txt`.",
         "",
     ]
+
+
+def write_report(
+    scenarios: Sequence[Scenario],
+    samples: Sequence[Sample],
+    info: RunInfo,
+    directory: Path,
+    cells: Cells | None = None,
+) -> str:
+    """Write ``README.md``, the plots, ``samples.json`` and ``histograms.json`` into
+    ``directory``; return the Markdown."""
+    cells = cells or Cells()
+    directory.mkdir(parents=True, exist_ok=True)
     verdicts: list[str] = []
     sections: list[str] = []
     for scenario in scenarios:
         mine = [s for s in samples if s.scenario == scenario.key]
-        if not mine:
+        latencies = cells.of(scenario.key)
+        if not mine and not latencies:
             continue
-        medians = Medians(mine)
+        sections += [f"## {scenario.number}. {scenario.title}", "", scenario.about, ""]
         if scenario.verdicts:
+            medians = Medians([*mine, *pooled_samples(scenario.key, latencies)])
             verdicts += [f"- ({scenario.number}) {line}" for line in scenario.verdicts(medians)]
-        plot_scenario(scenario, medians, directory / f"{scenario.key}.png")
-        sections += [
-            f"## {scenario.number}. {scenario.title}",
-            "",
-            scenario.about,
-            "",
-            *scenario_table(scenario, medians),
-            "",
-            f"![{scenario.title}]({scenario.key}.png)",
-            "",
-        ]
+        if latencies:
+            plot_cells(scenario, latencies, directory / f"{scenario.key}-latency.png")
+            sections += [
+                *latency_table(latencies),
+                "",
+                f"![{scenario.title}: percentiles]({scenario.key}-latency.png)",
+                "",
+            ]
+        if mine:
+            medians = Medians(mine)
+            plot_scenario(scenario, medians, directory / f"{scenario.key}.png")
+            sections += [
+                *scenario_table(scenario, medians),
+                "",
+                f"![{scenario.title}]({scenario.key}.png)",
+                "",
+            ]
         if plot_series(scenario, directory / f"{scenario.key}-series.png"):
             sections += [f"![{scenario.title} over time]({scenario.key}-series.png)", ""]
+    lines = header(info, directory)
     if verdicts:
         lines += ["## Targets", "", *verdicts, ""]
     text = "\n".join(lines + sections)
     (directory / "README.md").write_text(text)
     # Every sample, so a report can be re-read or re-plotted without re-running the benchmark.
-    (directory / "samples.json").write_text(
-        json.dumps([dataclasses.asdict(sample) for sample in samples], indent=1) + "\n"
-    )
+    kept = {
+        "run": dataclasses.asdict(info),
+        "samples": [dataclasses.asdict(sample) for sample in samples],
+    }
+    (directory / "samples.json").write_text(json.dumps(kept, indent=1) + "\n")
+    cells.write(directory / "histograms.json")
     print(f"Report: {directory / 'README.md'}", file=sys.stderr)
     return text

@@ -1,8 +1,9 @@
-"""Celery's side of scenario 7: the same counting task, on a transport with a short visibility
-timeout.
+"""Celery's side of scenario 7: the same counting task, on the set-up's Redis transport options.
 
 Run as ``celery -A bench.apps.countdown_celery worker``; tasks arrive with a countdown
-(``apply_async(countdown=...)``), which the worker holds unacknowledged until the eta.
+(``apply_async(countdown=...)``), which the worker holds unacknowledged until the eta. The
+set-up's tag names its own ``unacked`` keys; ``BENCH_VISIBILITY_TIMEOUT_S``, when set, is the
+caveat case's shortened ``visibility_timeout`` (empty: Celery's default, 1 h).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from bench.scenarios.countdown import (
 from bench.systems import REDIS_VARIABLE, celery_app
 
 TAG = os.environ[TAG_VARIABLE]
+VISIBILITY = os.environ.get(VISIBILITY_VARIABLE, "")
 
 app = celery_app(
     "bench_countdown",
     task_default_queue=queue_name(TAG),
-    broker_transport_options=transport_options(float(os.environ[VISIBILITY_VARIABLE])),
+    broker_transport_options=transport_options(TAG, float(VISIBILITY) if VISIBILITY else None),
 )
 client = redis.Redis.from_url(os.environ[REDIS_VARIABLE])
 

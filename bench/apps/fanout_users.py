@@ -7,11 +7,18 @@ so the first ``n + n // 10`` rows hold exactly ``n`` active users when ``n`` is 
 
 The "e-mail" is a Redis script that sets the user's bit in a bitmap and counts the calls, and
 the calls that found the bit already set: delivered = ``BITCOUNT``, duplicates must stay 0.
+A hand-written walker reads its pages with :func:`next_page` and holds back above
+:func:`high_water`, the mark fintask's runs use too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import resource
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +26,26 @@ import redis
 from sqlalchemy import BigInteger, Boolean, MetaData, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-#: Where the per-user e-mail messages go (Dramatiq queue, and Celery's queue of chunk tasks).
+#: The queues, the same names in every system (each system's keys differ in Redis): one
+#: message per user, one message per page of ``CHUNK_SIZE`` users, and the walkers (fintask's
+#: chunk messages, the hand-written walkers' next-page messages).
 EMAIL_QUEUE = "fanout_emails"
+PAGE_QUEUE = "fanout_pages"
 CHUNK_QUEUE = "fanout_chunks"
-CELERY_QUEUE = "fanout_celery"
+QUEUES = (EMAIL_QUEUE, PAGE_QUEUE, CHUNK_QUEUE)
 
-#: Users per chunk, for Celery's ``chunks()`` and for fintask's run alike.
+#: Users per page: Celery's ``chunks()``, fintask's runs and the walkers alike.
 CHUNK_SIZE = 1_000
-#: fintask's run holds its next chunk back while the e-mail queue is deeper than this; the
-#: scenario may pass another mark (a quick run's sizes are near this one) in this variable.
+#: A walker holds its next page back while the queue its page goes to is deeper than this many
+#: e-mails (a per-page walker: this many e-mails' worth of pages); the scenario may pass
+#: another mark (a quick run's sizes are near this one) in this variable.
 HIGH_WATER = 5_000
 HIGH_WATER_VARIABLE = "BENCH_FANOUT_HIGH_WATER"
+#: How long a walker held back waits before it looks again, the same for every walker
+#: (fintask's backpressure delay pinned to it, not grown with the excess).
+BACKPRESSURE_MS = 200
+#: The one queue of the peers' fan-out (Huey's and RQ's): e-mails, pages and the walker.
+PEER_QUEUE = "fanout"
 
 #: Environment variable carrying the benchmark database's SQLAlchemy URL to workers.
 DB_VARIABLE = "BENCH_FANOUT_DB_URL"
@@ -90,6 +106,32 @@ def active_ids(session: Session, users: int) -> list[int]:
     return list(session.scalars(statement))
 
 
+def high_water(*, per_page: bool) -> int:
+    """The walkers' mark, in messages of the queue they watch (pages count ``CHUNK_SIZE``)."""
+    mark = int(os.environ.get(HIGH_WATER_VARIABLE, HIGH_WATER))
+    return max(1, mark // CHUNK_SIZE) if per_page else mark
+
+
+def next_page(session: Session, after_id: int, last_id: int) -> list[int]:
+    """The next ``CHUNK_SIZE`` active ids after ``after_id`` up to ``last_id``, by keyset: what
+    a hand-written walker reads per step (fintask's run reads the same with its enumerator)."""
+    statement = (
+        select(BenchUser.id)
+        .where(BenchUser.active.is_(True), BenchUser.id > after_id, BenchUser.id <= last_id)
+        .order_by(BenchUser.id)
+        .limit(CHUNK_SIZE)
+    )
+    return list(session.scalars(statement))
+
+
+def wait_below_mark(depth: Callable[[], int], *, per_page: bool) -> None:
+    """Hold a walker in its task, ``BACKPRESSURE_MS`` at a time, while ``depth()`` is above the
+    mark: for a system that defers a message only through a scheduler (RQ's needs a scheduler
+    process, Huey's ticks once a second), waiting in the task is the nearest thing."""
+    while depth() > high_water(per_page=per_page):
+        time.sleep(BACKPRESSURE_MS / 1000)
+
+
 class Mailbox:
     """The e-mails' effect in Redis: one bit per user, and counters of calls and duplicates."""
 
@@ -100,6 +142,11 @@ class Mailbox:
     def send(self, user_id: int) -> None:
         """Deliver the e-mail of ``user_id``: set its bit, count a duplicate if it was set."""
         self._send(keys=[SENT_KEY, CALLS_KEY, DUPLICATES_KEY], args=[user_id])
+
+    def send_page(self, user_ids: list[int]) -> None:
+        """Deliver a page's e-mails one by one, as a per-page task's loop does."""
+        for user_id in user_ids:
+            self.send(user_id)
 
     def calls(self) -> int:
         """How many e-mails were sent, duplicates included."""
@@ -124,14 +171,15 @@ class Mailbox:
 
 @dataclass(frozen=True)
 class ProducerReport:
-    """What a producer process prints on its last line: its own peak memory and its count."""
+    """What a producer process prints on its last line: its peak memory, CPU time and count."""
 
     peak_rss_mb: float
+    cpu_s: float
     sent: int
 
     @classmethod
     def of_this_process(cls, sent: int) -> ProducerReport:
-        """This process's peak resident memory and ``sent``.
+        """This process's peak resident memory, its user+system time, and ``sent``.
 
         The peak is Linux's ``VmHWM``, the high-water mark of this program's memory since
         exec. ``ru_maxrss`` would not do: Linux keeps it across exec, so a producer started
@@ -141,14 +189,14 @@ class ProducerReport:
         peak_kib = next(
             int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
         )
-        return cls(peak_rss_mb=peak_kib / 1024, sent=sent)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(peak_kib / 1024, usage.ru_utime + usage.ru_stime, sent)
 
     def emit(self) -> None:
         """Print the report as the process's last line of output."""
-        print(json.dumps({"peak_rss_mb": self.peak_rss_mb, "sent": self.sent}), flush=True)
+        print(json.dumps(dataclasses.asdict(self)), flush=True)
 
     @classmethod
     def parse(cls, output: str) -> ProducerReport:
         """The report a producer printed (its last line of output)."""
-        data = json.loads(output.strip().splitlines()[-1])
-        return cls(peak_rss_mb=float(data["peak_rss_mb"]), sent=int(data["sent"]))
+        return cls(**json.loads(output.strip().splitlines()[-1]))

@@ -1,23 +1,30 @@
-"""The no-op task of the throughput and latency scenarios, for Celery.
+"""The no-op and real-work tasks (``bench.work``), for Celery.
 
 Run as ``celery -A bench.apps.noop_celery worker``; configured by :func:`bench.systems.celery_app`
-(JSON, no result backend, ``acks_late``). The task records its start as the Dramatiq actor does.
+(JSON, no result backend, ``acks_late``, remote control off).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 
-import redis
+from bench.systems import celery_app
+from bench.work import Blocking
 
-from bench.latency_record import record_start, worker_queue
-from bench.systems import REDIS_VARIABLE, celery_app
-
-client = redis.Redis.from_url(os.environ[REDIS_VARIABLE])
-QUEUE, STARTS = worker_queue()
-app = celery_app("bench_noop", task_default_queue=QUEUE)
+work = Blocking()
+app = celery_app("bench_noop", task_default_queue=work.queue)
 
 
 @app.task(name="noop")
-def noop(sent_at: float) -> None:
-    record_start(client, sent_at, STARTS)
+def noop(sent_at: float, payload: Sequence[str] = ()) -> None:
+    work.noop(sent_at, payload)
+
+
+@app.task(name="io")
+def io(sent_at: float, payload: Sequence[str], n: int) -> None:
+    work.io(sent_at, payload, n)
+
+
+@app.task(name="cpu")
+def cpu(sent_at: float, payload: Sequence[str], n: int) -> None:
+    work.cpu(sent_at, payload, n)

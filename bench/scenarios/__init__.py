@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 from bench.harness import Scenario
-from bench.scenarios import countdown, enqueue, fanout, noop, priority, rate_limit
+from bench.scenarios import (
+    countdown,
+    enqueue,
+    fanout,
+    latency,
+    noop,
+    priority,
+    rate_limit,
+    work,
+)
 
 SCENARIOS: tuple[Scenario, ...] = (
     noop.THROUGHPUT,
     enqueue.SCENARIO,
-    noop.LATENCY,
+    latency.SCENARIO,
     fanout.SCENARIO,
     rate_limit.SCENARIO,
     priority.SCENARIO,
     countdown.SCENARIO,
     noop.MIDDLEWARE_TAX,
+    work.SCENARIO,
 )
-#: Scenarios that run only when named with ``--only``.
-EXTRA: tuple[Scenario, ...] = (noop.PREFETCH,)
 
 
 def scenarios_named(keys: str) -> list[Scenario]:
     """The scenarios with these comma-separated keys (all default ones when empty)."""
     if not keys.strip():
         return list(SCENARIOS)
-    known = {scenario.key: scenario for scenario in (*SCENARIOS, *EXTRA)}
+    known = {scenario.key: scenario for scenario in SCENARIOS}
     chosen: dict[str, Scenario] = {}
     for key in (k.strip() for k in keys.split(",") if k.strip()):
         if key not in known:

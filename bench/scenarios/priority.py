@@ -5,7 +5,8 @@ on ``urgent`` and a bulk worker set on ``low``, both running. Per system, urgent
 sent at a paced rate, first with nothing else queued (idle), then right after a backlog of
 low-priority messages was enqueued, while the bulk workers drain it. Each urgent message carries
 its send time and the task records its start (``bench.latency_record``); latency is the
-difference. The bulk task counts itself done, so the table also shows the bulk workers were busy.
+difference, pooled per (case, system) over the repetitions (:meth:`Bench.record_latencies`).
+The bulk task counts itself done, so the table also shows the bulk workers were busy.
 """
 
 from __future__ import annotations
@@ -20,14 +21,7 @@ import redis
 
 from bench.harness import Bench, Medians, Scenario
 from bench.latency_record import STARTS_KEY
-from bench.scenarios.noop import percentile
-from bench.systems import (
-    Producer,
-    System,
-    queue_depth,
-    wait_until_count,
-    workers,
-)
+from bench.systems import Producer, System, queue_depth, wait_until_count
 
 KEY = "priority"
 URGENT_QUEUE = "urgent"
@@ -44,7 +38,6 @@ TARGET_RATIO = 3.0
 
 DRAMATIQ_APP = "bench.apps.priority_dramatiq"
 CELERY_APP = "bench.apps.priority_celery"
-PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
 DRAINED = "low-priority drained"
 
 
@@ -61,7 +54,7 @@ class Plan:
         return f"{self.backlog:,} low queued"
 
 
-QUICK = Plan(rate=50, seconds=1.5, backlog=8_000)
+QUICK = Plan(rate=50, seconds=1.0, backlog=8_000)
 FULL = Plan(rate=50, seconds=20, backlog=100_000)
 
 
@@ -82,6 +75,12 @@ class Layout:
     def module(self) -> str:
         return CELERY_APP if self.kind == "celery" else DRAMATIQ_APP
 
+    def setting(self) -> str:
+        """Each worker set's knobs, as the tables name them."""
+        if self.bulk is None:
+            return f"both queues: {self.urgent.setting()}"
+        return f"urgent: {self.urgent.setting()}; bulk: {self.bulk.setting()}"
+
     def worker_sets(self) -> list[tuple[System, tuple[str, ...]]]:
         """Each worker set with the queues it consumes."""
         if self.bulk is None:
@@ -98,19 +97,25 @@ def _dramatiq_layout(name: str, kind: str) -> Layout:
     )
 
 
-# Celery runs its default prefork pool with the same number of task slots as fintask
-# (4 urgent, 16 bulk) and its default prefetch multiplier (4).
+# Celery on the same shape: thread pools (the low task sleeps, as I/O does, and 16 prefork
+# children on 2 cores would only contend), the same slots and the same prefetch per process
+# (urgent: one worker, 4 threads, multiplier 1 = 4 prefetched; bulk: two workers of 8 threads,
+# multiplier 2 = 16 each).
 LAYOUTS = (
     _dramatiq_layout("fintask", "fintask"),
     _dramatiq_layout("Dramatiq", "dramatiq"),
     Layout(
         "Celery",
-        urgent=System("Celery urgent", "celery", processes=4),
-        bulk=System("Celery bulk", "celery", processes=16),
+        urgent=System(
+            "Celery urgent", "celery", processes=1, threads=4, pool="threads", prefetch_multiplier=1
+        ),
+        bulk=System(
+            "Celery bulk", "celery", processes=2, threads=8, pool="threads", prefetch_multiplier=2
+        ),
     ),
     Layout(
         "Celery, one worker for both queues",
-        urgent=System("Celery both queues", "celery", processes=20),
+        urgent=System("Celery both queues", "celery", processes=1, threads=20, pool="threads"),
     ),
 )
 
@@ -124,7 +129,7 @@ def _low_done(client: redis.Redis) -> int:
 
 
 def _starts(client: redis.Redis) -> int:
-    return int(client.llen(STARTS_KEY))  # type: ignore[arg-type]
+    return int(client.llen(STARTS_KEY))
 
 
 def _await_ready(client: redis.Redis, sender: Producer, layout: Layout) -> None:
@@ -158,33 +163,19 @@ def _latencies_ms(client: redis.Redis, count: int, layout: Layout) -> list[float
     return [(float(r.split()[0]) - float(r.split()[1])) * 1000 for r in raw]
 
 
-def _record_latencies(bench: Bench, system: str, case: str, latencies: list[float]) -> None:
-    for metric, q in PERCENTILES:
-        bench.record(KEY, case, metric, "ms", system, percentile(latencies, q))
-
-
 def _measure(bench: Bench, layout: Layout, plan: Plan) -> None:
-    starts = [
-        partial(
-            workers,
-            system,
-            layout.module,
-            queues,
-            redis_url=bench.redis_url,
-            log_path=bench.log_path(KEY, system.name),
-        )
-        for system, queues in layout.worker_sets()
-    ]
     with ExitStack() as stack:
-        for start in starts:
-            stack.enter_context(start())
+        for system, queues in layout.worker_sets():
+            stack.enter_context(bench.workers(KEY, system, layout.module, queues))
         client = stack.enter_context(bench.client())
         sender = Producer(layout.kind, bench.redis_url)
         stack.callback(sender.close)
         _await_ready(client, sender, layout)
 
         sent = _send_paced(partial(send_urgent, sender), plan)
-        _record_latencies(bench, layout.name, "idle", _latencies_ms(client, sent, layout))
+        setting = layout.setting()
+        latencies = _latencies_ms(client, sent, layout)
+        bench.record_latencies(KEY, "idle", layout.name, latencies, setting=setting)
 
         sender.send_batched(LOW_QUEUE, LOW_TASK, (() for _ in range(plan.backlog)))
         wait_until_count(lambda: _low_done(client), 1, timeout_s=60)
@@ -194,9 +185,13 @@ def _measure(bench: Bench, layout: Layout, plan: Plan) -> None:
         elapsed = time.monotonic() - started
         left = queue_depth(client, layout.kind, LOW_QUEUE)
         case = plan.loaded_case
-        _record_latencies(bench, layout.name, case, _latencies_ms(client, sent, layout))
-        bench.record(KEY, case, DRAINED, "msg/s", layout.name, drained / elapsed)
-        bench.record(KEY, case, "low still queued at the end", "messages", layout.name, left)
+        latencies = _latencies_ms(client, sent, layout)
+        bench.record_latencies(KEY, case, layout.name, latencies, setting=setting)
+        for metric, unit, value in (
+            (DRAINED, "msg/s", drained / elapsed),
+            ("low still queued at the end", "messages", left),
+        ):
+            bench.record(KEY, case, metric, unit, layout.name, value, setting=setting)
 
 
 def run(bench: Bench) -> None:
@@ -210,7 +205,7 @@ def run(bench: Bench) -> None:
 
 
 def verdicts(medians: Medians) -> list[str]:
-    """Per system: the median p99 with the backlog over the median p99 idle; fintask's target."""
+    """Per system: the pooled p99 with the backlog over the pooled p99 idle; fintask's target."""
     lines = []
     loaded_cases = [case for case, metric in medians.rows() if metric == DRAINED]
     for case in loaded_cases:
@@ -236,20 +231,23 @@ Urgent notifications must not wait behind bulk work. Each system runs its worker
 Procfile does for fintask: an urgent worker set consuming only `{URGENT_QUEUE}` and a bulk worker
 set consuming `{LOW_QUEUE}`, both at once. fintask and bare Dramatiq: urgent 1 process x 4
 threads, prefetch 4; bulk 2 processes x 8 threads, prefetch 16 (bare Dramatiq differs only by
-its polling consumer and default middleware). Celery: the same two-worker layout as teams run it
-for priorities on Redis, `-Q {URGENT_QUEUE}` (prefork `-c 4`) and `-Q {LOW_QUEUE}` (prefork
-`-c 16`), prefetch multiplier 4, `acks_late`. "Celery, one worker for both queues" (full runs
-only) is the
-layout before priorities get workers of their own: one `-Q {URGENT_QUEUE},{LOW_QUEUE}` worker,
-prefork `-c 20`, whose prefetched low messages an urgent one can wait behind. Urgent messages
+its polling consumer and default middleware). Celery: the same layout and the same shape, on
+thread pools (the low task sleeps, as I/O does; prefork children beyond the 2 cores would only
+contend): `-Q {URGENT_QUEUE}` one worker `-P threads -c 4 --prefetch-multiplier 1` (4
+prefetched, as fintask's urgent worker), `-Q {LOW_QUEUE}` two workers `-P threads -c 8
+--prefetch-multiplier 2` (16 prefetched each, as fintask's bulk processes), `acks_late`.
+"Celery, one worker for both queues" (full runs only) is the layout before priorities get
+workers of their own: one `-Q {URGENT_QUEUE},{LOW_QUEUE}` worker, `-P threads -c 20`, prefetch
+multiplier 4, whose prefetched low messages an urgent one can wait behind. Urgent messages
 are sent at {QUICK.rate:g} msg/s for {QUICK.seconds:g} s (full: {FULL.seconds:g} s), first with
-nothing else queued ("idle"), then right after
-{QUICK.backlog:,} (full: {FULL.backlog:,}) low-priority messages were enqueued in pipelined
-batches (fintask's `chunking.bulk.enqueue_many`; kombu's `Producer.batch` for Celery), once the
-bulk workers have started on them. Each low task sleeps {LOW_WORK_S * 1000:g} ms. Latency is
-send to start of the urgent task; percentiles are nearest-rank over one window, and the verdict
-divides the median p99s. "low-priority drained" is the bulk workers' rate during the urgent
-window; "low still queued at the end" shows the backlog lasted through it.
+nothing else queued ("idle"), then right after {QUICK.backlog:,} (full: {FULL.backlog:,})
+low-priority messages were enqueued in pipelined batches (fintask's
+`chunking.bulk.enqueue_many`, on Dramatiq's own broker for bare Dramatiq; kombu's
+`Producer.batch` for Celery), once the bulk workers have started on them. Each low task sleeps
+{LOW_WORK_S * 1000:g} ms. Latency is send to start of the urgent task, pooled over the
+repetitions per case and system; the verdict divides the pooled p99s. "low-priority drained"
+is the bulk workers' rate during the urgent window; "low still queued at the end" shows the
+backlog lasted through it.
 """
 
 SCENARIO = Scenario(

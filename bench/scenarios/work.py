@@ -1,0 +1,145 @@
+"""Real work (scenario 9): I/O, CPU and payloads, and what each system costs per message.
+
+Every system runs at its best setting from the throughput sweep
+(:func:`bench.scenarios.noop.best_systems`). Its workers start once, answer a readiness probe
+from every process, and then run one batch per case, each case's batch sent while they wait:
+
+- no-op with a 1 kB and with a 16 kB payload (what moving the bytes costs);
+- the I/O task (:mod:`bench.work`): 5-20 ms waiting on a loopback TCP sink the scenario
+  runs, the delay drawn from the message's number, the same for every system;
+- the CPU task: about 1 ms of pure-Python arithmetic.
+
+Per case: the rate (first start to last start; for the no-op cases the producer's sending
+overlaps it), worker CPU per message (user + system of the worker processes and their
+children), Redis CPU per message (``INFO cpu``) and Redis commands per message (``INFO
+commandstats`` after ``CONFIG RESETSTAT`` on the bench's own server; the sends count, the
+harness's polls and each run's record do not); and the workers' peak PSS since they started.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from bench.harness import Bench, Scenario
+from bench.latency_record import starts_key
+from bench.scenarios.noop import (
+    Cost,
+    Sender,
+    await_ready,
+    best_systems,
+    note_producer,
+    recorded,
+    running,
+    starts,
+)
+from bench.systems import CountedReads, RedisCost, System, Workers, wait_until_count
+from bench.work import SINK_VARIABLE, Sink, payload
+
+
+@dataclass(frozen=True)
+class Case:
+    """One batch: ``task`` with a payload of ``size`` bytes."""
+
+    label: str
+    task: str
+    size: int
+
+    def arguments(self, count: int) -> list[tuple[object, ...]]:
+        """The batch's argument tuples, stamped now, numbered for the I/O task's delays."""
+        data = payload(self.size)
+        now = time.time()
+        if self.task == "noop":
+            return [(now, data)] * count
+        return [(now, data, n) for n in range(count)]
+
+
+#: 16 kB is 16,000 bytes, in strings of 1,000 (``bench.work.payload``): with its envelope the
+#: message stays under fintask's default MAX_MESSAGE_BYTES (16,384), which refuses a 16 KiB one.
+CASES = (
+    Case("no-op, 1 kB payload", "noop", 1_000),
+    Case("no-op, 16 kB payload", "noop", 16_000),
+    Case("I/O 5-20 ms, 1 kB payload", "io", 1_000),
+    Case("CPU ~1 ms, 1 kB payload", "cpu", 1_000),
+)
+QUICK_MESSAGES = 100
+FULL_MESSAGES = 5_000
+
+
+def run_case(
+    system: System, case: Case, sender: Sender, started: Workers, client: redis.Redis, count: int
+) -> tuple[float, Cost]:
+    """Send ``count`` messages of ``case`` to the ready workers; the rate and the costs."""
+    queue = sender.queue
+    client.delete(starts_key(queue))
+    reads = CountedReads(recorded(client, queue))
+    arguments = case.arguments(count)
+    cost = RedisCost(client)
+    cpu_before = started.cpu_seconds()
+    cost.start()
+    sender.producer.send_batched(queue, case.task, arguments)
+    done = wait_until_count(reads, count, timeout_s=300)
+    commands, redis_cpu_s = cost.stop()
+    cpu_after = started.cpu_seconds()
+    if done < count:
+        raise RuntimeError(f"{system.name}: only {done} of {count} {case.label} messages ran")
+    runs = reads()  # each run's record is one RPUSH of the harness's own
+    times = sorted(start for start, _ in starts(client, queue))
+    rate = (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+    return rate, Cost(
+        worker_cpu_ms=(cpu_after - cpu_before) * 1000 / count,
+        redis_cpu_us=redis_cpu_s * 1e6 / count,
+        redis_commands=(commands - (reads.calls - 1) - runs) / count,
+        peak_pss_mb=started.peak_pss_mb,
+    )
+
+
+def run(bench: Bench) -> None:
+    count = FULL_MESSAGES if bench.full else QUICK_MESSAGES
+    best = best_systems(bench.history, bench)
+    client = bench.client()
+    with Sink() as sink:
+        for system, _ in bench.order(best):
+            bench.flush()
+            sender = Sender(system, bench.redis_url)
+            note_producer(bench, "work", system, sender)
+            env = {SINK_VARIABLE: sink.address}
+            with running(bench, system, "work", extra_env=env) as started:
+                await_ready(system, sender, client)
+                for case in CASES:
+                    rate, cost = run_case(system, case, sender, started, client, count)
+                    setting = system.setting()
+                    bench.record(
+                        "work", case.label, "throughput", "msg/s", system.name, rate,
+                        setting=setting,
+                    )  # fmt: skip
+                    cost.record(bench, "work", case.label, system.name, setting)
+            sender.close()
+    client.close()
+
+
+SCENARIO = Scenario(
+    number=9,
+    key="work",
+    title="Real work: I/O, CPU and payloads, and the cost per message",
+    run=run,
+    about=(
+        "Every system at its best no-op setting (scenario 1), its workers started once and "
+        "ready, then one batch per case: no-ops carrying 1 kB and 16 kB (16,000 bytes as "
+        "strings of 1,000 characters, for every system: fintask's guardrails refuse longer "
+        "strings and messages over 16 KiB), a task waiting 5-20 ms on a loopback TCP sink (the "
+        "delay drawn from the message's number, the same for every system), a task of about "
+        "1 ms of pure-Python CPU. Rate from the first start to the last (the batch is sent "
+        "while the workers wait, so a fast system's no-op rate includes the sending); worker "
+        "CPU per message (user + system of the worker processes and their children); Redis "
+        "CPU and commands per message (INFO after CONFIG RESETSTAT on the bench's own server: "
+        "the sends counted, the harness's polls and records not); peak worker PSS. taskiq and "
+        "arq run the bodies as coroutines, as their users write tasks; the others on threads "
+        "or processes."
+    ),
+    ratios=tuple(
+        ("fintask", peer) for peer in ("Dramatiq", "Celery", "taskiq", "Huey", "arq", "RQ")
+    ),
+)
