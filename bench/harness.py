@@ -14,6 +14,7 @@ repetitions and states the spread.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import sys
 import threading
@@ -98,7 +99,9 @@ class Bench:
 
     def log_path(self, scenario: str, system: str) -> Path:
         """Where a scenario's worker output for ``system`` goes (kept on failure)."""
-        return self.logs / f"{scenario}-{system.replace(' ', '_').replace('/', '_')}.log"
+        # Only characters every file system and checkout accepts: system names carry ", < ( /".
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scenario}-{system}").strip("_")
+        return self.logs / f"{name}.log"
 
     def record(
         self,
