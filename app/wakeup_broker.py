@@ -24,7 +24,7 @@ The consumer also stops sleeping where Dramatiq's does: with its prefetch full i
 ack, and it blocks no longer than the eta of a delayed message it holds. So a prefetch equal to
 the thread count keeps every thread busy (Dramatiq's consumer needs 2 x threads or more to hide
 its backoff): a process then holds no message it cannot start. Measurements: scenario 3 of
-``docs/benchmarks.md``, and the prefetch per process type from ``python -m bench --only prefetch``.
+``docs/benchmarks.md``, and the prefetch sweep of its throughput scenario (``make bench``).
 """
 
 from __future__ import annotations
