@@ -95,14 +95,18 @@ def busiest_processes(seconds: float = 1.0, count: int = 5) -> str:
     return ", ".join(f"{name} {percent:.0f} %" for percent, name in top)
 
 
-def machine_text(*, load_before: str, load_after: str, busiest: str) -> str:
-    """``machine.txt``: what the numbers were measured on, and how busy it was."""
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (the architecture where it has none)."""
     with open("/proc/cpuinfo") as cpuinfo:
         for line in cpuinfo:
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_text(*, load_before: str, load_after: str, busiest: str) -> str:
+    """``machine.txt``: what the numbers were measured on, and how busy it was."""
+    model = cpu_model()
     memory = psutil.virtual_memory()
     return "\n".join(
         [

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from bench.harness import Medians, Sample, Scenario
 from bench.histograms import PERCENTILES, QUOTABLE, Cell, Cells
+from bench.publish import cpu_model
 
 #: The distributions whose versions the header names (arq's is in ``freeze.txt``: it has a
 #: virtualenv of its own).
@@ -46,12 +47,7 @@ class RunInfo:
 
 def machine() -> str:
     """CPU model, cores and memory of this machine (``machine.txt`` has the rest)."""
-    model = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{model}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()}"
 
