@@ -82,7 +82,8 @@ def scenario_table(scenario: Scenario, medians: Medians) -> list[str]:
     header = ["case", "metric", *systems, *(f"{a} / {b}" for a, b in ratios)]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for case, metric in medians.rows():
-        cells = [case, f"{metric} ({medians.units[(case, metric)]})"]
+        unit = medians.units[(case, metric)]
+        cells = [case, f"{metric} ({unit})" if unit else metric]
         for system in systems:
             median = medians.get(case, metric, system)
             runs = medians.runs.get((case, metric, system), [])
