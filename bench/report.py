@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from bench.harness import Medians, Sample, Scenario
 from bench.histograms import PERCENTILES, QUOTABLE, Cell, Cells
@@ -95,6 +96,15 @@ def scenario_table(scenario: Scenario, medians: Medians) -> list[str]:
     return lines
 
 
+def save_figure(figure: Figure, title: str, path: Path, *, top: float = 0.97) -> None:
+    """Title ``figure``, lay it out below the title (``top``: the share of the height left to
+    the panels), write it to ``path`` and free it."""
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout(rect=(0, 0, 1, top))
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
 def plot_scenario(scenario: Scenario, medians: Medians, path: Path) -> None:
     """Bars of each system's median per (case, metric), whiskers from min to max."""
     rows = medians.rows()
@@ -117,10 +127,7 @@ def plot_scenario(scenario: Scenario, medians: Medians, path: Path) -> None:
         ax.set_ylabel(medians.units[(case, metric)], fontsize=8)
     for ax in list(axes.flat)[len(rows) :]:
         ax.set_visible(False)
-    figure.suptitle(f"{scenario.number}. {scenario.title}", fontsize=11)
-    figure.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_figure(figure, f"{scenario.number}. {scenario.title}", path)
 
 
 def plot_series(scenario: Scenario, path: Path) -> bool:
@@ -137,10 +144,7 @@ def plot_series(scenario: Scenario, path: Path) -> bool:
         ax.set_title(probe, fontsize=9)
         ax.set_xlabel("seconds", fontsize=8)
         ax.legend(fontsize=7)
-    figure.suptitle(f"{scenario.number}. {scenario.title}: over time", fontsize=11)
-    figure.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_figure(figure, f"{scenario.number}. {scenario.title}: over time", path)
     return True
 
 
@@ -204,10 +208,7 @@ def plot_cells(scenario: Scenario, cells: dict[tuple[str, str], Cell], path: Pat
         ax.set_title(f"{label}, pooled over the repetitions", fontsize=9)
         ax.set_ylabel("ms", fontsize=8)
         ax.legend(fontsize=7)
-    figure.suptitle(f"{scenario.number}. {scenario.title}: percentiles", fontsize=11)
-    figure.tight_layout(rect=(0, 0, 1, 0.95))  # room for the suptitle
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_figure(figure, f"{scenario.number}. {scenario.title}: percentiles", path, top=0.95)
 
 
 def header(info: RunInfo, directory: Path) -> list[str]:
