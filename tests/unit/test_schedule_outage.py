@@ -23,23 +23,11 @@ from scheduler.delivery import Sent, TickOutcome
 from scheduler.jobs import Schedule, every
 from scheduler.startup import wait_for_redis
 from scheduler.ticker import TickScheduler
+from tests.support.clock import Clock
 from tests.support.scheduler_actors import QUEUE, declare_noop_actor
 
 START = dt.datetime(2024, 6, 3, 9, 30, 0, 50_000, tzinfo=dt.UTC)
 REFUSED = "Error 111 connecting to 127.0.0.1:6379. Connection refused."
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
 
 
 class Outage:

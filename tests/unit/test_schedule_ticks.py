@@ -24,22 +24,10 @@ from scheduler.claims import TickClaims
 from scheduler.delivery import TickOutcome
 from scheduler.jobs import Schedule, every
 from scheduler.ticker import TickScheduler
+from tests.support.clock import Clock
 from tests.support.scheduler_actors import QUEUE, SCHEDULE, declare_noop_actor
 
 START = dt.datetime(2024, 6, 3, 9, 29, 40, tzinfo=dt.UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
 
 
 @pytest.fixture
