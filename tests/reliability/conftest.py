@@ -6,12 +6,19 @@ Every test here carries the ``reliability`` mark; those that take a minute or tw
 Redis restarts, a chunked run killed twice) take minutes each and run in
 ``make test-reliability``, which runs the whole directory. ``docs/reliability.md`` has the
 figures each prints and the command that reproduces them. The fixtures (``redis_server``,
-``redis_url``, ``client``, ``database_url``) are the shared ones of ``tests/conftest.py``.
+``redis_url``, ``client``, ``database_url``) are the shared ones of ``tests/conftest.py``;
+``smtp_sink`` is this directory's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+from app.local.ports import free_port
+from app.local.sinks import SmtpSink
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,3 +30,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             and item.get_closest_marker("reliability") is None
         ):
             raise pytest.UsageError(f"{item.nodeid} lacks pytest.mark.reliability")
+
+
+@pytest.fixture
+def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    """The SMTP sink on a free port, writing every mail it accepts to ``mail.jsonl``."""
+    sink = SmtpSink(path=tmp_path / "mail.jsonl", port=free_port()).start()
+    try:
+        yield sink
+    finally:
+        sink.stop()

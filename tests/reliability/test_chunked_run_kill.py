@@ -39,7 +39,6 @@ from sqlalchemy import Engine, create_engine, select, text
 
 from app.db.migrate import upgrade
 from app.db.models import Notification, NotificationStatus, User
-from app.local.ports import free_port
 from app.local.seed import seed
 from app.local.sinks import SmtpSink, read_records
 from app.senders import email_message_id
@@ -165,6 +164,7 @@ def test_a_chunked_run_killed_twice_mid_chunk_finishes_with_one_effect_per_item(
     redis_url: str,
     client: redis.Redis,
     postgres_server: PostgresServer,
+    smtp_sink: SmtpSink,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -179,95 +179,87 @@ def test_a_chunked_run_killed_twice_mid_chunk_finishes_with_one_effect_per_item(
     with engine.connect() as connection:
         users = dict(connection.execute(select(User.email, User.id).where(User.is_active)).all())
     active = set(users.values())
-    mailbox = tmp_path / "mail.jsonl"
-    sink = SmtpSink(path=mailbox, port=free_port()).start()
+    mailbox = smtp_sink.path
     urls = {
         "REDIS_URL": redis_url,
         "DATABASE_URL": database_url,
-        "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
+        "SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
     }
 
     kills: list[tuple[int, float, float]] = []
     missed: list[int] = []
-    try:
-        with ExitStack() as stack:
-            # And the outbox relay of a scheduler (only the relay: the real schedule's daily
-            # jobs would mail these users too), and two workers
-            relay = procfile_command("scheduler", "tests.support.relay_schedule")
-            env = procfile_env(var_dir=tmp_path / "scheduler", **urls)
-            stack.enter_context(running(relay, env, tmp_path / "scheduler.log"))
-            fleet = Fleet(stack, tmp_path, client, **urls)
-            fleet.start()
-            fleet.start()
-
-            # And the week's report run started, as an operator starts it
-            subprocess.run(
-                [str(VENV_BIN / "fintask"), "reports", "send", "--week", WEEK],
-                env=procfile_env(var_dir=tmp_path / "cli", **urls),
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-
-            # When the worker running a chunk (the second or a later one) is SIGKILLed in the
-            # middle of it, and again in a later chunk once the run has recovered
-            first_seq = 1
-            while len(kills) < KILLS:
-                assert len(kills) + len(missed) < MAX_ATTEMPTS, f"kills missed: {missed}"
-                holder, seq = next_chunk_in_progress(engine, first_seq=first_seq)
-                victim = fleet.workers[holder]
-                os.killpg(victim.pid, signal.SIGKILL)
-                victim.wait()
-                killed_at = time.monotonic()
-                # (PostgreSQL rolls the chunk back when it sees the connection closed)
-                wait_until(
-                    functools.partial(disconnected, engine, holder),
-                    timeout_s=60,
-                    what=f"{holder}'s connections to close",
-                )
-                # And a fresh worker takes its place
-                fleet.start()
-                if run_row(engine)[0] != seq:
-                    missed.append(seq)  # the chunk committed before the signal landed
-                    first_seq = run_row(engine)[0]
-                    continue
-
-                # Then a live worker gets the interrupted chunk back and starts it again
-                wait_until(
-                    functools.partial(restarted, engine, seq),
-                    timeout_s=HEARTBEAT_TIMEOUT_S + MARGIN_S,
-                    what=f"chunk {seq} to start again",
-                )
-                back_after_s = time.monotonic() - killed_at
-                # and commits it, from the last committed cursor
-                wait_until(
-                    functools.partial(committed, engine, seq),
-                    timeout_s=MARGIN_S,
-                    what=f"chunk {seq} to be redone",
-                )
-                kills.append((seq, back_after_s, time.monotonic() - killed_at))
-                first_seq = seq + 1
-
-            # And the run finishes, and every notification it made is sent
+    with ExitStack() as stack:
+        # And the outbox relay of a scheduler (only the relay: the real schedule's daily
+        # jobs would mail these users too), and two workers
+        relay = procfile_command("scheduler", "tests.support.relay_schedule")
+        env = procfile_env(var_dir=tmp_path / "scheduler", **urls)
+        stack.enter_context(running(relay, env, tmp_path / "scheduler.log"))
+        fleet = Fleet(stack, tmp_path, client, **urls)
+        fleet.start()
+        fleet.start()
+        # And the week's report run started, as an operator starts it
+        subprocess.run(
+            [str(VENV_BIN / "fintask"), "reports", "send", "--week", WEEK],
+            env=procfile_env(var_dir=tmp_path / "cli", **urls),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        # When the worker running a chunk (the second or a later one) is SIGKILLed in the
+        # middle of it, and again in a later chunk once the run has recovered
+        first_seq = 1
+        while len(kills) < KILLS:
+            assert len(kills) + len(missed) < MAX_ATTEMPTS, f"kills missed: {missed}"
+            holder, seq = next_chunk_in_progress(engine, first_seq=first_seq)
+            victim = fleet.workers[holder]
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait()
+            killed_at = time.monotonic()
+            # (PostgreSQL rolls the chunk back when it sees the connection closed)
             wait_until(
-                lambda: run_row(engine)[1] == RunStatus.DONE, timeout_s=600, what="the run's end"
+                functools.partial(disconnected, engine, holder),
+                timeout_s=60,
+                what=f"{holder}'s connections to close",
             )
-
-            def statuses() -> Counter[str]:
-                with engine.connect() as connection:
-                    return Counter(
-                        connection.scalars(
-                            select(Notification.status).where(Notification.kind == "weekly_report")
-                        )
-                    )
-
+            # And a fresh worker takes its place
+            fleet.start()
+            if run_row(engine)[0] != seq:
+                missed.append(seq)  # the chunk committed before the signal landed
+                first_seq = run_row(engine)[0]
+                continue
+            # Then a live worker gets the interrupted chunk back and starts it again
             wait_until(
-                lambda: statuses() == {NotificationStatus.SENT: len(active)},
+                functools.partial(restarted, engine, seq),
                 timeout_s=HEARTBEAT_TIMEOUT_S + MARGIN_S,
-                what="every email to be sent",
+                what=f"chunk {seq} to start again",
             )
-    finally:
-        sink.stop()
+            back_after_s = time.monotonic() - killed_at
+            # and commits it, from the last committed cursor
+            wait_until(
+                functools.partial(committed, engine, seq),
+                timeout_s=MARGIN_S,
+                what=f"chunk {seq} to be redone",
+            )
+            kills.append((seq, back_after_s, time.monotonic() - killed_at))
+            first_seq = seq + 1
+        # And the run finishes, and every notification it made is sent
+        wait_until(
+            lambda: run_row(engine)[1] == RunStatus.DONE, timeout_s=600, what="the run's end"
+        )
+
+        def statuses() -> Counter[str]:
+            with engine.connect() as connection:
+                return Counter(
+                    connection.scalars(
+                        select(Notification.status).where(Notification.kind == "weekly_report")
+                    )
+                )
+
+        wait_until(
+            lambda: statuses() == {NotificationStatus.SENT: len(active)},
+            timeout_s=HEARTBEAT_TIMEOUT_S + MARGIN_S,
+            what="every email to be sent",
+        )
 
     # Then each active user has one notification and one email (by the Message-ID a receiver
     # sees), and no one else any

@@ -43,7 +43,6 @@ from app.db.models import (
     Transaction,
     User,
 )
-from app.local.ports import free_port
 from app.local.seed import seed
 from app.local.sinks import SmtpSink, read_records
 from app.middleware.guardrails import SCHEMA_VERSION
@@ -106,6 +105,7 @@ def fintask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def test_old_shapes_run_and_newer_ones_wait_in_the_dead_letters_with_their_reason(
     redis_url: str,
     client: redis.Redis,
+    smtp_sink: SmtpSink,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -130,12 +130,11 @@ def test_old_shapes_run_and_newer_ones_wait_in_the_dead_letters_with_their_reaso
         ]
         newer_email = email(session, 6, "skew:newer-schema")
         extra_kwarg_email = email(session, 7, "skew:extra-kwarg")
-    mailbox = tmp_path / "mail.jsonl"
-    sink = SmtpSink(path=mailbox, port=free_port()).start()
+    mailbox = smtp_sink.path
     urls = {
         "REDIS_URL": redis_url,
         "DATABASE_URL": database_url,
-        "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
+        "SMTP_URL": f"smtp://127.0.0.1:{smtp_sink.port}",
     }
 
     # And, queued before this release's worker starts, the previous release's messages, a
@@ -196,15 +195,12 @@ def test_old_shapes_run_and_newer_ones_wait_in_the_dead_letters_with_their_reaso
         return sum(int(client.zcard(key)) for key in client.scan_iter("dramatiq:*.XQ"))
 
     # When this release's worker runs them
-    try:
-        worker_env = procfile_env(var_dir=tmp_path / "worker", **urls)
-        with running(procfile_command("worker"), worker_env, tmp_path / "worker.log") as worker:
-            wait_until(lambda: booted_processes(client, worker) == 2, timeout_s=180, what="boot")
-            wait_until(lambda: mailed() >= set(expected_mail), timeout_s=120, what="the emails")
-            wait_until(lambda: insight_rows(account[1]) > 0, timeout_s=60, what="the insights")
-            wait_until(lambda: dead_letters() == len(newer), timeout_s=60, what="dead letters")
-    finally:
-        sink.stop()
+    worker_env = procfile_env(var_dir=tmp_path / "worker", **urls)
+    with running(procfile_command("worker"), worker_env, tmp_path / "worker.log") as worker:
+        wait_until(lambda: booted_processes(client, worker) == 2, timeout_s=180, what="boot")
+        wait_until(lambda: mailed() >= set(expected_mail), timeout_s=120, what="the emails")
+        wait_until(lambda: insight_rows(account[1]) > 0, timeout_s=60, what="the insights")
+        wait_until(lambda: dead_letters() == len(newer), timeout_s=60, what="dead letters")
 
     # Then every old shape and every neighbour ran, and the newer kwarg was ignored
     log = (tmp_path / "worker.log").read_text()

@@ -30,7 +30,6 @@ import redis
 from sqlalchemy import Engine, create_engine
 
 from app.db.migrate import upgrade
-from app.local.ports import free_port
 from app.local.sinks import SmtpSink
 from app.settings import load_settings
 from tests.support.fixed_port_redis import FixedPortRedis
@@ -83,16 +82,6 @@ def database(postgres_server: PostgresServer) -> Iterator[tuple[str, Engine]]:
     engine = create_engine(url)
     yield url, engine
     engine.dispose()
-
-
-@pytest.fixture
-def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
-    """The SMTP sink on a free port, writing every mail it accepts to ``mail.jsonl``."""
-    sink = SmtpSink(path=tmp_path / "mail.jsonl", port=free_port()).start()
-    try:
-        yield sink
-    finally:
-        sink.stop()
 
 
 def start_fleet(
