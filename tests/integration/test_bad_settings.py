@@ -12,6 +12,7 @@ from contextlib import suppress
 
 import pytest
 
+from app.local.supervisor import procfile_commands
 from app.settings import CONFIGURATION_ERROR_EXIT, PROJECT_ROOT
 from tests.support.processes import VENV_BIN, dramatiq_worker, fintask_env
 
@@ -58,27 +59,22 @@ def test_a_dramatiq_worker_stops_in_one_line_without_the_password():
     assert all(line == f"configuration error: {SHOWN_REDIS_URL} from 1 to 65535" for line in errors)
 
 
-def test_gunicorn_stops_its_master_instead_of_restarting_workers_forever():
-    command = [
-        str(VENV_BIN / "gunicorn"),
-        "app.web:create_app()",
-        "--worker-class",
-        "uvicorn.workers.UvicornWorker",
-        "--workers",
-        "2",
-        "--bind",
-        "127.0.0.1:0",
-    ]
+def test_gunicorn_as_the_procfile_runs_it_stops_its_master_in_one_line():
+    # The Procfile's gunicorn command without ``fintask process web``, which would refuse the
+    # setting before gunicorn starts: what is tested is gunicorn's own master.
+    gunicorn = procfile_commands()["web"].split(" -- ", 1)[1]
     dsn = f"https://key:{PASSWORD}@o1.ingest.sentry.io/project"
 
-    status, output = run_to_exit(command, SENTRY_DSN=dsn)
+    status, output = run_to_exit(
+        ["bash", "-c", f"exec {gunicorn}"], SENTRY_DSN=dsn, PORT="0", HOST="127.0.0.1"
+    )
 
     assert status == CONFIGURATION_ERROR_EXIT
     assert "Traceback" not in output
     assert PASSWORD not in output
-    assert "App failed to load" in output
-    [first, *_] = configuration_errors(output)
-    assert first.startswith("configuration error: SENTRY_DSN='https://key:***@o1.ingest")
+    assert "Booting worker" not in output
+    [error] = configuration_errors(output)
+    assert error.startswith("configuration error: SENTRY_DSN='https://key:***@o1.ingest")
 
 
 def test_the_scheduler_stops_in_one_line():
