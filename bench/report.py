@@ -76,13 +76,37 @@ def _cell(runs: list[float], median: float) -> str:
     return f"{_number(median)} <sub>{_number(min(runs))}-{_number(max(runs))}</sub>"
 
 
-def scenario_table(scenario: Scenario, medians: Medians) -> list[str]:
-    """One row per (case, metric): each system's median (range), then the ratios."""
+def case_settings(samples: Sequence[Sample]) -> dict[tuple[str, str], list[str]]:
+    """Each (case, system)'s settings over the repetitions, in the order first recorded, where
+    the case's name does not already say them (a sweep's case names its setting)."""
+    settings: dict[tuple[str, str], list[str]] = {}
+    for sample in samples:
+        if sample.setting and sample.setting not in sample.case:
+            found = settings.setdefault((sample.case, sample.system), [])
+            if sample.setting not in found:
+                found.append(sample.setting)
+    return settings
+
+
+def scenario_table(
+    scenario: Scenario,
+    medians: Medians,
+    settings: dict[tuple[str, str], list[str]] | None = None,
+) -> list[str]:
+    """One row per (case, metric): each system's median (range), then the ratios; above a
+    case's first row, a ``setting`` row when ``settings`` (:func:`case_settings`) names any."""
     systems = medians.systems()
+    settings = settings or {}
     ratios = [(a, b) for a, b in scenario.ratios if a in systems and b in systems]
     header = ["case", "metric", *systems, *(f"{a} / {b}" for a, b in ratios)]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    named: set[str] = set()
     for case, metric in medians.rows():
+        if case not in named and any((case, system) in settings for system in systems):
+            named.add(case)
+            cells = [case, "setting"]
+            cells += ["; ".join(settings.get((case, system), [])) for system in systems]
+            lines.append("| " + " | ".join(cells + [""] * len(ratios)) + " |")
         unit = medians.units[(case, metric)]
         cells = [case, f"{metric} ({unit})" if unit else metric]
         for system in systems:
@@ -241,7 +265,8 @@ def header(info: RunInfo, directory: Path) -> list[str]:
         "",
         "How to read it: a table cell is the median over the repetitions of one measured value, "
         "with the range (lowest-highest repetition) below it when they differ; a ratio divides "
-        "two medians. A setting in brackets names the tuned knobs behind a system's value. "
+        "two medians. A `setting` row above a case's values names the tuned knobs behind each "
+        "system's (every repetition's, when they differ). "
         "Latency tables are not medians: every send-to-start latency of a (case, system) is "
         "pooled over the repetitions into one HdrHistogram (microseconds, 3 significant "
         "digits), and p50 / p90 / p99 / p99.9 are read from it, with the exact maximum apart "
@@ -286,7 +311,7 @@ def write_report(
             medians = Medians(mine)
             plot_scenario(scenario, medians, directory / f"{scenario.key}.png")
             sections += [
-                *scenario_table(scenario, medians),
+                *scenario_table(scenario, medians, case_settings(mine)),
                 "",
                 f"![{scenario.title}]({scenario.key}.png)",
                 "",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+import redis.asyncio
 from sqlalchemy import BigInteger, Boolean, MetaData, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -44,7 +45,7 @@ HIGH_WATER_VARIABLE = "BENCH_FANOUT_HIGH_WATER"
 #: How long a walker held back waits before it looks again, the same for every walker
 #: (fintask's backpressure delay pinned to it, not grown with the excess).
 BACKPRESSURE_MS = 200
-#: The one queue of the peers' fan-out (Huey's and RQ's): e-mails, pages and the walker.
+#: The one queue of the peers' fan-out (Huey's, RQ's, taskiq's, arq's): e-mails, pages, the walker.
 PEER_QUEUE = "fanout"
 
 #: Environment variable carrying the benchmark database's SQLAlchemy URL to workers.
@@ -167,6 +168,28 @@ class Mailbox:
     def clear(self) -> None:
         """Forget every e-mail and readiness mark, before the next case."""
         self.client.delete(*KEYS)
+
+
+class AsyncMailbox:
+    """:class:`Mailbox`'s sends for coroutine tasks (taskiq, arq): the same script and keys on an
+    asyncio client, so a worker's other tasks run while one waits on Redis."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self._send = client.register_script(_SEND_SCRIPT)
+
+    async def send(self, user_id: int) -> None:
+        """Deliver the e-mail of ``user_id`` (:meth:`Mailbox.send`)."""
+        await self._send(keys=[SENT_KEY, CALLS_KEY, DUPLICATES_KEY], args=[user_id])
+
+    async def send_page(self, user_ids: list[int]) -> None:
+        """Deliver a page's e-mails one by one, as a per-page task's loop does."""
+        for user_id in user_ids:
+            await self.send(user_id)
+
+    async def mark_ready(self, pid: int) -> None:
+        """Note that worker process ``pid`` has run a task (:meth:`Mailbox.mark_ready`)."""
+        await self.client.sadd(READY_KEY, pid)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Scenario 4: fan-out to every user, per user and per page: fintask, Dramatiq, Celery, and in
-full mode Huey and RQ.
+full mode taskiq, Huey, arq and RQ.
 
 Per repetition, system by system (the order rotates), the system's workers start and serve its
 strategies (full mode: each strategy starts its own, so its memory is its own), both sizes,
@@ -45,33 +45,39 @@ from bench.systems import (
     queue_depth,
     wait_until_count,
 )
+from bench.systems.system import ARQ_BIN
 from chunking import RedisQueueDepth
 
 KEY = "fanout"
 
 #: Users per case: (smaller, larger). Full mode's 10^5 and 10^6 are production-sized tables, a
-#: factor of ten apart, so whatever grows with the table shows clearly. Quick mode's are a few
-#: pages each, and only fintask's runs run both (see :func:`sizes_of`), to keep to its budget.
-QUICK_SIZES = (1_000, 4_000)
+#: factor of ten apart, so whatever grows with the table shows clearly. Quick mode's are half a
+#: page and two pages, and only fintask's runs run both (see :func:`sizes_of`), to keep to its
+#: budget.
+QUICK_SIZES = (500, 2_000)
 FULL_SIZES = (100_000, 1_000_000)
 #: The walkers' high-water mark per mode: quick mode's is below one page, so that from its
-#: second page on each size sits at the bound it sets (mark + one page), as both full sizes do
-#: with the production mark.
+#: second page on a size sits at the bound it sets (mark + one page), as both full sizes do
+#: with the production mark. Quick mode's smaller size has no second page, so its queue depth
+#: is no baseline for growth (:func:`has_target`).
 QUICK_HIGH_WATER = 200
 
 #: Every system with 16 task slots: fintask's production worker shape, 2 processes x 8
-#: threads (Celery: two ``-P threads -c 8`` workers), so none gets more concurrency or
+#: threads (Celery: two ``-P threads -c 8`` workers; taskiq: 2 workers x 8 async tasks, its
+#: default read-ahead; arq: 2 workers x ``max_jobs`` 8), so none gets more concurrency or
 #: processes; Huey and RQ, which have no processes x threads, 16 threads (one consumer) and 16
 #: ``SimpleWorker`` processes.
 FINTASK = System("fintask", "fintask", processes=2, threads=8, prefetch=16)
 DRAMATIQ = System("Dramatiq", "dramatiq", processes=2, threads=8, prefetch=16)
 CELERY = System("Celery", "celery", processes=2, threads=8, pool="threads")
+TASKIQ = System("taskiq", "taskiq", processes=2, threads=8)
 HUEY = System("Huey", "huey", processes=16, pool="thread")
+ARQ = System("arq", "arq", processes=2, threads=8)
 RQ = System("RQ", "rq", processes=16, pool="simple")
 #: The peers run in full mode only, and there at the smaller size only: their worker starts
-#: (16 RQ processes) do not fit quick mode's minute, and RQ's per-user walker, at about 13 ms
-#: of worker CPU per e-mail job on 2 cores, would take hours at 10^6.
-PEERS = (HUEY, RQ)
+#: (16 RQ processes, arq's own venv) do not fit quick mode's minute, and RQ's per-user walker,
+#: at about 13 ms of worker CPU per e-mail job on 2 cores, would take hours at 10^6.
+PEERS = (TASKIQ, HUEY, ARQ, RQ)
 
 
 def module_of(system: System) -> str:
@@ -86,6 +92,8 @@ def queues_of(system: System) -> tuple[str, ...]:
 
 #: Where Kombu's Redis transport keeps delivered, unacknowledged messages (eta ones included).
 CELERY_UNACKED = "unacked"
+#: taskiq-redis's consumer group on its stream (``RedisStreamBroker``'s default name).
+TASKIQ_GROUP = "taskiq"
 
 #: The producer's growth, larger size over smaller, that still counts as "does not grow": 20 %
 #: absorbs run-to-run noise, while anything that grows with the table grows tenfold.
@@ -111,8 +119,9 @@ class Strategy:
     per_page: bool
 
     def command(self, users: int) -> list[str]:
-        """The producer process's command line for ``users`` users."""
-        command = [sys.executable, "-m", module_of(self.system), self.producer, str(users)]
+        """The producer process's command line for ``users`` users (arq's in arq's venv)."""
+        python = str(ARQ_BIN / "python") if self.system.kind == "arq" else sys.executable
+        command = [python, "-m", module_of(self.system), self.producer, str(users)]
         return command if self.system.kind != "dramatiq" else [*command, "--kind", "dramatiq"]
 
 
@@ -129,8 +138,12 @@ STRATEGIES = (
     Strategy(CELERY_CHUNKS, CELERY, "chunks", per_page=True),
     Strategy("Celery walker, per user", CELERY, "walk", per_page=False),
     Strategy("Celery walker, per page", CELERY, "walk-pages", per_page=True),
+    Strategy("taskiq walker, per user", TASKIQ, "walk", per_page=False),
+    Strategy("taskiq walker, per page", TASKIQ, "walk-pages", per_page=True),
     Strategy("Huey walker, per user", HUEY, "walk", per_page=False),
     Strategy("Huey walker, per page", HUEY, "walk-pages", per_page=True),
+    Strategy("arq walker, per user", ARQ, "walk", per_page=False),
+    Strategy("arq walker, per page", ARQ, "walk-pages", per_page=True),
     Strategy("RQ walker, per user", RQ, "walk", per_page=False),
     Strategy("RQ walker, per page", RQ, "walk-pages", per_page=True),
 )
@@ -226,10 +239,16 @@ def backlog(client: redis.Redis, system: System) -> Callable[[], int]:
     ``.msgs`` hashes, Kombu's ``unacked`` hash), and a worker's prefetch would otherwise hide a
     whole fan-out: Celery's 2 x 8 threads with multiplier 4 take 64 page messages at once.
     Huey takes a message off its list when it starts it (nothing of it stays in Redis); RQ
-    keeps a started job in its started registry until it ends.
+    keeps a started job in its started registry until it ends; taskiq keeps a message its
+    workers have read in its group's pending entries until acknowledged; arq keeps a job in its
+    sorted set until it ends.
     """
     if system.kind == "huey":
         return lambda: queue_depth(client, "huey", PEER_QUEUE)
+    if system.kind == "taskiq":
+        return lambda: queue_depth(client, "taskiq", PEER_QUEUE) + taskiq_pending(client)
+    if system.kind == "arq":
+        return lambda: queue_depth(client, "arq", PEER_QUEUE)
     if system.kind == "rq":
         return lambda: (
             queue_depth(client, "rq", PEER_QUEUE) + int(client.zcard(f"rq:wip:{PEER_QUEUE}"))
@@ -241,6 +260,13 @@ def backlog(client: redis.Redis, system: System) -> Callable[[], int]:
         )
     depth = RedisQueueDepth(client=client, count_unacked=True)
     return lambda: sum(depth(queue) for queue in QUEUES)
+
+
+def taskiq_pending(client: redis.Redis) -> int:
+    """taskiq's messages of the fan-out stream read by a worker and not yet acknowledged."""
+    if not client.exists(PEER_QUEUE) or not client.xinfo_groups(PEER_QUEUE):
+        return 0
+    return int(client.xpending(PEER_QUEUE, TASKIQ_GROUP)["pending"])
 
 
 def wait_until_empty(depth: Callable[[], int], *, timeout_s: float) -> None:
@@ -397,12 +423,15 @@ def speed_verdicts(medians: Medians, users: int) -> list[str]:
     return lines
 
 
-def has_target(strategy: str, metric: str) -> bool:
-    """Whether fintask's flat-growth target applies: to its runs' producer memory, and to the
-    per-user run's queue depth. A per-page queue holds a few page messages plus what the
-    workers prefetch (16 per process), more than a quick size's pages, so it grows with them
-    there."""
-    return strategy == FINTASK_RUN or (strategy == FINTASK_PAGES and metric == "producer peak RSS")
+def has_target(strategy: str, metric: str, *, smaller: int) -> bool:
+    """Whether fintask's flat-growth target applies from the ``smaller`` size on: to its runs'
+    producer memory, and to the per-user run's queue depth when ``smaller`` fills a page (under
+    one page a size never reaches the bound, mark + one page, that the larger one sits at). A
+    per-page queue holds a few page messages plus what the workers prefetch (16 per process),
+    more than a quick size's pages, so it grows with them there."""
+    if metric == "producer peak RSS":
+        return strategy in FINTASK_RUNS
+    return strategy == FINTASK_RUN and smaller >= CHUNK_SIZE
 
 
 def verdicts(medians: Medians) -> list[str]:
@@ -420,7 +449,7 @@ def verdicts(medians: Medians) -> list[str]:
             target = (
                 f"target within {GROWTH_TARGET - 1:.0%}: "
                 + ("met" if ratio <= GROWTH_TARGET else "missed")
-                if has_target(strategy.name, metric)
+                if has_target(strategy.name, metric, smaller=small)
                 else "for contrast"
             )
             lines.append(
@@ -443,59 +472,68 @@ def verdicts(medians: Medians) -> list[str]:
 
 
 ABOUT = f"""
-Each strategy e-mails the first *n* active users of a PostgreSQL table `bench_users` (sparse
-ids, one user in eleven inactive; seeded once per benchmark run), *n* = {QUICK_SIZES[0]:,} and
+Each strategy e-mails the first *n* active users of a PostgreSQL table `bench_users` (sparse ids,
+one user in eleven inactive; seeded once per benchmark run), *n* = {QUICK_SIZES[0]:,} and
 {QUICK_SIZES[1]:,} in quick mode (where only fintask's runs, whose flat growth is a target, run
-both; the others run the larger), {FULL_SIZES[0]:,} and {FULL_SIZES[1]:,} in full mode. The
-e-mail is a Redis script that sets the user's bit and counts a duplicate when the bit was
-already set: *emails delivered* is the bitmap's population, *duplicate emails* must be 0. Two
-granularities, which are two guarantees: **per user** sends one message per e-mail, so each
-e-mail is retried, acknowledged and redelivered on its own; **per page** sends one message per
-page of {CHUNK_SIZE:,} users whose task sends the page's e-mails in one loop, so a failure or a
-killed worker retries or redelivers the whole page (e-mails already sent go out again) and one
-acknowledgement covers {CHUNK_SIZE:,} e-mails. Compare within a granularity. **naive loop** (per
-user): a producer loads every id into a list and sends one message per user through fintask's
-broker. **Celery chunks()** (per page): a producer loads every id and applies `email.chunks(ids,
-{CHUNK_SIZE:,})`, which Celery's built-in `celery.starmap` task runs user by user. **Walkers**,
-what a careful team writes at 10^6 users, in bare Dramatiq and in Celery: the producer sends one
-walker message and exits; the walker task reads the next {CHUNK_SIZE:,} active ids by keyset,
-and while the queue it feeds holds more than the high-water mark ({HIGH_WATER:,} e-mails, quick
-mode {QUICK_HIGH_WATER:,}; a per-page walker counts pages, the mark divided by {CHUNK_SIZE:,},
-at least 1) it sends itself again after {BACKPRESSURE_MS} ms (Dramatiq's `delay`, Celery's
-`countdown`) and stops; otherwise it sends the page and then itself for the next one, its cursor
-in the message. A per-user walker sends its page's e-mails pipelined: `chunking.enqueue_many` on
-Dramatiq's own `RedisBroker` (Dramatiq has no batch send of its own), kombu's `Producer.batch()`
-in Celery; a per-page walker sends one message carrying the page's ids. Full mode adds **Huey
-and RQ walkers** (one queue each for e-mails, pages and the walker), which wait in the task,
-{BACKPRESSURE_MS} ms at a time, while their queue is above the mark (RQ defers a job only
-through a scheduler process, Huey's scheduler ticks once a second): Huey sends a page's e-mails
-one call each (it has no bulk enqueue), RQ with its own `Queue.enqueue_many` in one pipeline;
-they run the smaller size only (RQ spends about 13 ms of CPU per e-mail job, hours at
-{FULL_SIZES[1]:,}). **fintask runs** (`chunking`): the producer starts a run (a row) and exits;
+both; the others run the larger; the smaller is under one page, so there only the runs' producer
+memory is held to it), {FULL_SIZES[0]:,} and {FULL_SIZES[1]:,} in full mode. The e-mail is a Redis
+script that sets the user's bit and counts a duplicate when the bit was already set: *emails
+delivered* is the bitmap's population, *duplicate emails* must be 0. Two granularities, which are
+two guarantees: **per user** sends one message per e-mail, so each e-mail is retried, acknowledged
+and redelivered on its own; **per page** sends one message per page of {CHUNK_SIZE:,} users whose
+task sends the page's e-mails in one loop, so a failure or a killed worker retries or redelivers
+the whole page (e-mails already sent go out again) and one acknowledgement covers {CHUNK_SIZE:,}
+e-mails. Compare within a granularity. **naive loop** (per user): a producer loads every id into a
+list and sends one message per user through fintask's broker. **Celery chunks()** (per page): a
+producer loads every id and applies `email.chunks(ids, {CHUNK_SIZE:,})`, which Celery's built-in
+`celery.starmap` task runs user by user. **Walkers**, what a careful team writes at 10^6 users, in
+bare Dramatiq and in Celery: the producer sends one walker message and exits; the walker task reads
+the next {CHUNK_SIZE:,} active ids by keyset, and while the queue it feeds holds more than the
+high-water mark ({HIGH_WATER:,} e-mails, quick mode {QUICK_HIGH_WATER:,}; a per-page walker counts
+pages, the mark divided by {CHUNK_SIZE:,}, at least 1) it sends itself again after
+{BACKPRESSURE_MS} ms (Dramatiq's `delay`, Celery's `countdown`) and stops; otherwise it sends the
+page and then itself for the next one, its cursor in the message. A per-user walker sends its
+page's e-mails pipelined: `chunking.enqueue_many` on Dramatiq's own `RedisBroker` (Dramatiq has no
+batch send of its own), kombu's `Producer.batch()` in Celery; a per-page walker sends one message
+carrying the page's ids. Full mode adds **taskiq, Huey, arq and RQ walkers** (one queue each for
+e-mails, pages and the walker), at the smaller size only (RQ spends about 13 ms of CPU per e-mail
+job, hours at {FULL_SIZES[1]:,}). arq defers a job by itself (`_defer_by`), so its walker sends
+itself again after {BACKPRESSURE_MS} ms as the Dramatiq and Celery walkers do; its queue is a
+sorted set that keeps a job until it ends, so the count it holds to the mark includes the running
+jobs (its own left out). The others wait in the task, {BACKPRESSURE_MS} ms at a time, while their
+queue is above the mark (taskiq and RQ defer a message only through a scheduler process, Huey's
+scheduler ticks once a second); taskiq's unread stream entries count, not those its workers have
+read ahead. taskiq's and arq's tasks are coroutines on asyncio clients (their walkers read the
+page, and taskiq's waits, on a thread). taskiq, Huey and arq send a page's e-mails one call each
+(none has a bulk enqueue; taskiq's and arq's awaited in turn), RQ with its own `Queue.enqueue_many`
+in one pipeline. taskiq-redis trims no stream by default, so taskiq's Redis memory keeps every
+message of the case. **fintask runs** (`chunking`): the producer starts a run (a row) and exits;
 each chunk reads {CHUNK_SIZE:,} ids by keyset, checkpoints its cursor in the database, and after
-commit bulk-enqueues the page's e-mails (per user) or one page message (per page), held back on
-the same mark, queue-depth probe and {BACKPRESSURE_MS} ms pause as the walkers. A fintask page
-message carries the page's first and last id, and its task reads the page's ids again (one more
-query per page), because fintask's guardrails refuse a list of more than 100 items in a message.
-What the run adds over a walker is its row: progress, pause, cancel and resume after a crash; it
-costs its queries. Workers: every system on 2 processes x 8 threads (Celery: two `-P threads -c
-8` workers, prefetch multiplier 4, `acks_late`; Dramatiq and fintask prefetch 16), consuming the
-e-mail, page and walker queues; Huey 16 threads (`-w 16 -k thread`), RQ 16 `SimpleWorker`s (`rq
-worker-pool -n 16`), neither of which acknowledges a message after its task (see each system's
-delivery guarantee). Quick mode starts a system's workers once for all its strategies; full mode
-starts them anew for each strategy. *Time to enqueue* runs from the producer's start to its
-exit, *time to finish* to the last e-mail. *Producer peak RSS* is the producer process's own
-peak (Linux `VmHWM`, imports included) and *producer CPU* its user+system time; a walker or a
-run does its reading and sending in the workers, which *worker CPU per e-mail* (user+system time
-of every worker process and child over the case, divided by *n*) and *worker peak PSS*
-(proportional set size, so pages forked children share are not counted twice; in quick mode the
-peak since the system's workers started) include. *Peak queue depth* is the most messages of the
-fan-out queues in Redis and not yet acknowledged at once: waiting, delayed, or prefetched by a
-worker (Dramatiq's `.msgs` hashes, Kombu's `unacked` hash, RQ's started registry; Huey keeps
-nothing of a task it started), sampled every {SAMPLE_S} s; a page message carries {CHUNK_SIZE:,}
-e-mails. *Redis peak memory* is the peak `used_memory` above its value just before the producer
-started. *DB queries/s* counts statements in the benchmark database (`pg_stat_statements`,
-BEGIN/COMMIT not counted): the mean over the sampled time, and the busiest 1 s.
+commit bulk-enqueues the page's e-mails (per user) or one page message (per page), held back on the
+same mark, queue-depth probe and {BACKPRESSURE_MS} ms pause as the walkers. A fintask page message
+carries the page's first and last id, and its task reads the page's ids again (one more query per
+page), because fintask's guardrails refuse a list of more than 100 items in a message. What the run
+adds over a walker is its row: progress, pause, cancel and resume after a crash; it costs its
+queries. Workers: every system on 2 processes x 8 threads (Celery: two `-P threads -c 8` workers,
+prefetch multiplier 4, `acks_late`; Dramatiq and fintask prefetch 16), consuming the e-mail, page
+and walker queues; taskiq 2 workers x 8 async tasks (`--workers 2 --max-async-tasks 8`,
+acknowledging after the task), arq 2 workers x `max_jobs` 8; Huey 16 threads (`-w 16 -k thread`),
+RQ 16 `SimpleWorker`s (`rq worker-pool -n 16`), neither of which acknowledges a message after its
+task (see each system's delivery guarantee). Quick mode starts a system's workers once for all its
+strategies; full mode starts them anew for each strategy. *Time to enqueue* runs from the
+producer's start to its exit, *time to finish* to the last e-mail. *Producer peak RSS* is the
+producer process's own peak (Linux `VmHWM`, imports included) and *producer CPU* its user+system
+time; a walker or a run does its reading and sending in the workers, which *worker CPU per e-mail*
+(user+system time of every worker process and child over the case, divided by *n*) and *worker peak
+PSS* (proportional set size, so pages forked children share are not counted twice; in quick mode
+the peak since the system's workers started) include. *Peak queue depth* is the most messages of
+the fan-out queues in Redis and not yet acknowledged at once: waiting, delayed, or prefetched by a
+worker (Dramatiq's `.msgs` hashes, Kombu's `unacked` hash, RQ's started registry, taskiq's pending
+entries, arq's sorted set; Huey keeps nothing of a task it started), sampled every {SAMPLE_S} s; a
+page message carries {CHUNK_SIZE:,} e-mails. *Redis peak memory* is the peak `used_memory` above
+its value just before the producer started. *DB queries/s* counts statements in the benchmark
+database (`pg_stat_statements`, BEGIN/COMMIT not counted): the mean over the sampled time, and the
+busiest 1 s.
 """
 
 SCENARIO = Scenario(
@@ -504,7 +542,7 @@ SCENARIO = Scenario(
     title="Fan-out to every user",
     run=run,
     about=" ".join(ABOUT.split()),
-    # Eight strategies of two granularities: the verdicts compare within a granularity.
+    # Strategies of two granularities: the verdicts compare within a granularity.
     ratios=(),
     verdicts=verdicts,
     series=lambda: SERIES,

@@ -10,10 +10,11 @@ running at once, each on a queue of its own:
   interleaved; then 500 msg/s, system by system while the others idle. The stamp is the time
   of the send call, as an application would see it.
 - Open loop, system by system: 25, 50, 75 and 90 % of the system's measured maximum
-  (:func:`bench.scenarios.noop.best_systems`). The sender follows a fixed schedule whatever
-  the workers do and stamps each message with its *scheduled* time, sending every message due
-  at each tick in one pipelined batch; a stalled system therefore shows its stall in the
-  latencies instead of slowing the sender down (no coordinated omission).
+  (:func:`bench.scenarios.noop.best_systems`; quick mode 50 and 90 %). The sender follows a
+  fixed schedule whatever the workers do and stamps each message with its *scheduled* time,
+  sending every message due at each tick in one pipelined batch; a stalled system therefore
+  shows its stall in the latencies instead of slowing the sender down (no coordinated
+  omission).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ from bench.systems import System, wait_until_count
 WORKER_URGENT = System("fintask worker_urgent", "fintask", processes=1, threads=4, prefetch=4)
 QUIET_RATE = 2.0
 BUSY_RATE = 500.0
-#: Open-loop loads, as fractions of each system's measured maximum throughput.
+#: Open-loop loads, as fractions of each system's measured maximum throughput; quick mode
+#: runs two of them, the middle and the heaviest.
 LOADS = (0.25, 0.5, 0.75, 0.9)
+QUICK_LOADS = (0.5, 0.9)
 #: Latency targets of fintask at the paced rates (issue 17): p50 and p99, in ms.
 TARGET_P50_MS = 2.0
 TARGET_P99_MS = 5.0
@@ -47,11 +50,12 @@ TARGET_P99_MS = 5.0
 
 @dataclass(frozen=True)
 class Windows:
-    """How long each part of a repetition sends, in seconds."""
+    """How long each part of a repetition sends, in seconds, and which loads it offers."""
 
     quiet_s: float
     busy_s: float
     load_s: float
+    loads: tuple[float, ...] = LOADS
 
     @property
     def grace_s(self) -> float:
@@ -63,9 +67,9 @@ class Windows:
 def windows(bench: Bench) -> Windows:
     """Full mode: long enough for :data:`QUOTABLE` latencies per paced cell over the run's
     repetitions (334 s at 2 msg/s and 3 repetitions), 60 s per load. Quick: a second or two,
-    to stay within its 30 s a repetition with seven systems."""
+    and two of the loads, to stay within its 30 s a repetition with seven systems."""
     if not bench.full:
-        return Windows(quiet_s=2.0, busy_s=0.5, load_s=0.5)
+        return Windows(quiet_s=2.0, busy_s=0.5, load_s=0.5, loads=QUICK_LOADS)
 
     def reaching(rate: float, floor_s: float) -> float:
         return max(floor_s, math.ceil(QUOTABLE / (rate * bench.repeats)) + 1)
@@ -241,7 +245,7 @@ def load(
     """The open-loop loads, lightest first; a system that did not keep up with one is not
     given the next (its backlog has drained, but a heavier load would only fail longer)."""
     warm_up(sender, client)
-    for fraction in LOADS:
+    for fraction in window.loads:
         case = f"open loop {fraction:.0%}"
         rate = fraction * maximum
         schedule, stamps, lag = open_loop(sender, rate, window.load_s)
@@ -314,7 +318,8 @@ SCENARIO = Scenario(
         "interleaved; 500 msg/s, one system at a time while the others idle): the stamp is "
         "the moment of the send call, as an application sees it, so a sender that falls "
         "behind also sends later. **Open loop** (25 / 50 / 75 / 90 % of the system's "
-        "measured maximum, 60 s each in full mode, one system at a time): the sender keeps a "
+        "measured maximum, 60 s each in full mode; quick mode 50 and 90 %, 0.5 s each; one "
+        "system at a time): the sender keeps a "
         "fixed schedule whatever the workers do, sends every message due at a tick in one "
         "pipelined batch, and stamps each with its *scheduled* time, so a stall shows in the "
         "latencies instead of slowing the sender (no coordinated omission); a message not "

@@ -126,6 +126,17 @@ class System:
             return 1
         return self.processes
 
+    @property
+    def slots(self) -> int:
+        """How many tasks the set-up runs at once: processes x threads where a process runs
+        threads or coroutines (Dramatiq kinds, Celery's threads pool, taskiq's async tasks,
+        arq's ``max_jobs``); one per process where each runs one task (Celery's prefork
+        children and solo workers, Huey's workers of either type, RQ's workers)."""
+        threaded = self.dramatiq or self.kind in ("taskiq", "arq")
+        if threaded or (self.kind, self.pool) == ("celery", "threads"):
+            return self.processes * self.threads
+        return self.processes
+
     def commands(self, module: str, queues: Sequence[str]) -> list[list[str]]:
         """The command lines that start this system's workers for ``module``'s tasks.
 

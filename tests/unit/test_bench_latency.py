@@ -109,7 +109,7 @@ def test_loads_are_fractions_of_the_measured_maximum_and_stop_after_one_not_kept
     monkeypatch.setattr(latency, "open_loop", fake_open_loop)
     monkeypatch.setattr(latency, "collect", fake_collect)
     monkeypatch.setattr(latency, "warm_up", lambda sender, client: None)
-    bench = Bench("redis://unused", False, 0, tmp_path)
+    bench = Bench("redis://unused", True, 0, tmp_path)  # full mode: all four loads
 
     # When the loads run
     sender = SimpleNamespace(queue="noop-fintask")
