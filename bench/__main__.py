@@ -41,12 +41,25 @@ from bench.report import RunInfo, write_report
 from bench.scenarios import SCENARIOS, scenarios_named
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Repetitions by default. Quick mode's budget is 10 minutes on 2 cores, and its ~55 worker
+#: starts a repetition leave room for two; full mode's three give a median and a range.
+QUICK_REPEATS = 2
+FULL_REPEATS = 3
+
+
+def default_repeats(full: bool) -> int:
+    return FULL_REPEATS if full else QUICK_REPEATS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full sizes (10^6 users, 30-60 s)")
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"repetitions (default {QUICK_REPEATS} quick, {FULL_REPEATS} full)",
+    )
     keys = ", ".join(s.key for s in SCENARIOS)
     parser.add_argument("--only", default="", help=f"comma-separated scenario keys: {keys}")
     parser.add_argument(
@@ -58,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allow-dirty", action="store_true", help="publish even with uncommitted changes"
     )
     args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = default_repeats(args.full)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.allow_dirty and not args.publish:
@@ -132,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     name = mode if not args.only else f"{mode}-{args.only.replace(',', '-')}"
     command = "make bench" + (" FULL=1" if args.full else "")
     exact = shlex.join([".venv/bin/python", "-m", "bench", *argv])
-    if args.only or args.repeats != 3:
+    if args.only or args.repeats != default_repeats(args.full):
         command = exact
     info = RunInfo(
         command=command,

@@ -16,9 +16,9 @@ overlaps it), worker CPU per message (user + system of the worker processes and 
 children), Redis CPU per message (``INFO cpu``) and Redis commands per message (``INFO
 commandstats`` after ``CONFIG RESETSTAT`` on the bench's own server; the sends count, the
 harness's polls and each run's record do not); and the workers' peak PSS since they started.
-Every tried setting's rate is recorded in a sweep case of its own; then, per case, each
-family's best rate of the repetition under the family's name, with the setting named and
-the costs of that same run.
+Every tried setting's rate is recorded in a sweep case of its own (for a family tried at
+more than one setting); then, per case, each family's best rate of the repetition under the
+family's name, with the setting named and the costs of that same run.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ def run(bench: Bench) -> None:
     with Sink() as sink, bench.client() as client:
         for family, system in bench.order(runs):
             outcomes[system.name] = run_setting(bench, system, sink.address, client, count)
+            if len(tried[family]) == 1:
+                continue  # its best rows say it all
             for case in CASES:
                 rate, _ = outcomes[system.name][case.label]
                 bench.record(
@@ -197,7 +199,8 @@ SCENARIO = Scenario(
         "sink (the delay drawn from the message's number, the same for every system), a task "
         "of about 1 ms of pure-Python CPU. Rate from the first start to the last (the batch "
         "is sent while the workers wait, so a fast system's no-op rate includes the sending). "
-        "The `sweep:` rows give every tried setting's rate; the other rows give, per case, "
+        "The `sweep:` rows give every tried setting's rate (for a system tried at more than "
+        "one); the other rows give, per case, "
         "each system at its best tried setting of the repetition (named in the `setting` "
         "row) and the costs of that same run: worker CPU per message (user + system of the "
         "worker processes and their children); Redis CPU and commands per message (INFO "

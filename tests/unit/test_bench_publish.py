@@ -102,6 +102,12 @@ def test_allow_dirty_means_nothing_without_publish(capsys: pytest.CaptureFixture
     assert "only means something with --publish" in capsys.readouterr().err
 
 
+def test_quick_mode_repeats_twice_full_mode_three_times_unless_told() -> None:
+    assert bench_main.parse_args([]).repeats == 2
+    assert bench_main.parse_args(["--full"]).repeats == 3
+    assert bench_main.parse_args(["--full", "--repeats", "1"]).repeats == 1
+
+
 def test_a_scratch_results_directory_ignores_itself(repo: Path) -> None:
     directory = results_dir(repo / "bench" / "results", "quick", published=False)
     (directory / "README.md").write_text("scratch")
