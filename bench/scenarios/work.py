@@ -150,17 +150,20 @@ def run(bench: Bench) -> None:
     outcomes: dict[str, dict[str, tuple[float, Cost]]] = {}
     runs = [(family, system) for family, systems in tried.items() for system in systems]
     with Sink() as sink, bench.client() as client:
-        for family, system in bench.order(runs):
+        for _, system in bench.order(runs):
             outcomes[system.name] = run_setting(bench, system, sink.address, client, count)
-            if len(tried[family]) == 1:
-                continue  # its best rows say it all
+    # The best rows first, so the table's columns follow the families' order.
+    record_best(bench, tried, outcomes)
+    for family, systems in tried.items():
+        if len(systems) == 1:
+            continue  # its best rows say it all
+        for system in systems:
             for case in CASES:
                 rate, _ = outcomes[system.name][case.label]
                 bench.record(
                     "work", sweep_case(case, system), "throughput", "msg/s", family, rate,
                     setting=system.setting(),
                 )  # fmt: skip
-    record_best(bench, tried, outcomes)
 
 
 def record_best(
