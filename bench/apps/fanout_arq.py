@@ -20,7 +20,6 @@ enqueues the first walker job and prints its peak memory.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 from typing import Any, ClassVar
@@ -36,10 +35,9 @@ from bench.apps.fanout_users import (
     DB_VARIABLE,
     PEER_QUEUE,
     AsyncMailbox,
-    ProducerReport,
     high_water,
-    max_id,
     next_page,
+    walker_producer,
 )
 from bench.work import CONCURRENCY_VARIABLE, REDIS_VARIABLE
 
@@ -108,22 +106,19 @@ class WorkerSettings:
 LOG_CONFIG = noop_arq.LOG_CONFIG
 
 
-async def produce(per_page: bool, users: int) -> None:
+async def produce(last_id: int, per_page: bool) -> None:
     """Enqueue the first walker job, through a pool as an application's is."""
     pool = await create_pool(REDIS_SETTINGS)
     try:
-        await pool.enqueue_job("fanout_walk", 0, max_id(users), per_page, _queue_name=PEER_QUEUE)
+        await pool.enqueue_job("fanout_walk", 0, last_id, per_page, _queue_name=PEER_QUEUE)
     finally:
         await pool.aclose()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("strategy", choices=("walk", "walk-pages"))
-    parser.add_argument("users", type=int)
-    arguments: Any = parser.parse_args()
-    asyncio.run(produce(arguments.strategy == "walk-pages", arguments.users))
-    ProducerReport.of_this_process(sent=1).emit()
+    walker_producer(
+        __doc__ or "", lambda last_id, per_page: asyncio.run(produce(last_id, per_page))
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ walker message and prints its peak memory.
 
 from __future__ import annotations
 
-import argparse
 import os
-from typing import Any
 
 import redis
 from sqlalchemy import create_engine
@@ -25,10 +23,9 @@ from bench.apps.fanout_users import (
     DB_VARIABLE,
     PEER_QUEUE,
     Mailbox,
-    ProducerReport,
-    max_id,
     next_page,
     wait_below_mark,
+    walker_producer,
 )
 from bench.systems import REDIS_VARIABLE, huey_app, queue_depth
 
@@ -69,12 +66,7 @@ def fanout_walk(after_id: int, last_id: int, per_page: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("strategy", choices=("walk", "walk-pages"))
-    parser.add_argument("users", type=int)
-    arguments: Any = parser.parse_args()
-    fanout_walk(0, max_id(arguments.users), arguments.strategy == "walk-pages")
-    ProducerReport.of_this_process(sent=1).emit()
+    walker_producer(__doc__ or "", lambda last_id, per_page: fanout_walk(0, last_id, per_page))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ walker job and prints its peak memory.
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
@@ -27,10 +26,9 @@ from bench.apps.fanout_users import (
     DB_VARIABLE,
     PEER_QUEUE,
     Mailbox,
-    ProducerReport,
-    max_id,
     next_page,
     wait_below_mark,
+    walker_producer,
 )
 from bench.work import REDIS_VARIABLE
 
@@ -71,14 +69,10 @@ def fanout_walk(after_id: int, last_id: int, per_page: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("strategy", choices=("walk", "walk-pages"))
-    parser.add_argument("users", type=int)
-    arguments: Any = parser.parse_args()
-    queue.enqueue(
-        fanout_walk, 0, max_id(arguments.users), arguments.strategy == "walk-pages", **OPTIONS
+    walker_producer(
+        __doc__ or "",
+        lambda last_id, per_page: queue.enqueue(fanout_walk, 0, last_id, per_page, **OPTIONS),
     )
-    ProducerReport.of_this_process(sent=1).emit()
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ walker message and prints its peak memory.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import redis
 import redis.asyncio
@@ -32,10 +31,9 @@ from bench.apps.fanout_users import (
     DB_VARIABLE,
     PEER_QUEUE,
     AsyncMailbox,
-    ProducerReport,
-    max_id,
     next_page,
     wait_below_mark,
+    walker_producer,
 )
 from bench.systems import REDIS_VARIABLE, queue_depth, taskiq_broker
 
@@ -88,22 +86,19 @@ async def fanout_walk(after_id: int, last_id: int, per_page: bool) -> None:
     await fanout_walk.kiq(user_ids[-1], last_id, per_page)
 
 
-async def produce(per_page: bool, users: int) -> None:
+async def produce(last_id: int, per_page: bool) -> None:
     """Send the first walker message, through a broker started as an application's is."""
     await broker.startup()
     try:
-        await fanout_walk.kiq(0, max_id(users), per_page)
+        await fanout_walk.kiq(0, last_id, per_page)
     finally:
         await broker.shutdown()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("strategy", choices=("walk", "walk-pages"))
-    parser.add_argument("users", type=int)
-    arguments: Any = parser.parse_args()
-    asyncio.run(produce(arguments.strategy == "walk-pages", arguments.users))
-    ProducerReport.of_this_process(sent=1).emit()
+    walker_producer(
+        __doc__ or "", lambda last_id, per_page: asyncio.run(produce(last_id, per_page))
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ A hand-written walker reads its pages with :func:`next_page` and holds back abov
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -223,3 +224,14 @@ class ProducerReport:
     def parse(cls, output: str) -> ProducerReport:
         """The report a producer printed (its last line of output)."""
         return cls(**json.loads(output.strip().splitlines()[-1]))
+
+
+def walker_producer(description: str, start_walk: Callable[[int, bool], object]) -> None:
+    """A peer walker's producer process (``walk|walk-pages USERS``): send the first walker
+    message, ``start_walk(last_id, per_page)``, then print the process's peak memory."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("strategy", choices=("walk", "walk-pages"))
+    parser.add_argument("users", type=int)
+    arguments = parser.parse_args()
+    start_walk(max_id(arguments.users), arguments.strategy == "walk-pages")
+    ProducerReport.of_this_process(sent=1).emit()
