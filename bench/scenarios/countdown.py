@@ -218,7 +218,7 @@ def verdicts(medians: Medians) -> list[str]:
     """Per plan measured: how many tasks each set-up ran more than once, or never."""
     lines = []
     for plan in (QUICK, FULL):
-        for name in (FINTASK, DRAMATIQ, CELERY_DEFAULT, CELERY_CAVEAT):
+        for name in (setup.system.name for setup in SETUPS):
             more = medians.get(plan.case, "tasks run more than once", name)
             never = medians.get(plan.case, "tasks never run", name)
             if more is None or never is None:

@@ -12,7 +12,6 @@ See :data:`ABOUT` for what each metric means.
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +44,6 @@ from bench.systems import (
     queue_depth,
     wait_until_count,
 )
-from bench.systems.system import ARQ_BIN
 from chunking import RedisQueueDepth
 
 KEY = "fanout"
@@ -120,8 +118,7 @@ class Strategy:
 
     def command(self, users: int) -> list[str]:
         """The producer process's command line for ``users`` users (arq's in arq's venv)."""
-        python = str(ARQ_BIN / "python") if self.system.kind == "arq" else sys.executable
-        command = [python, "-m", module_of(self.system), self.producer, str(users)]
+        command = [self.system.python, "-m", module_of(self.system), self.producer, str(users)]
         return command if self.system.kind != "dramatiq" else [*command, "--kind", "dramatiq"]
 
 
@@ -243,12 +240,10 @@ def backlog(client: redis.Redis, system: System) -> Callable[[], int]:
     workers have read in its group's pending entries until acknowledged; arq keeps a job in its
     sorted set until it ends.
     """
-    if system.kind == "huey":
-        return lambda: queue_depth(client, "huey", PEER_QUEUE)
+    if system.kind in ("huey", "arq"):
+        return lambda: queue_depth(client, system.kind, PEER_QUEUE)
     if system.kind == "taskiq":
         return lambda: queue_depth(client, "taskiq", PEER_QUEUE) + taskiq_pending(client)
-    if system.kind == "arq":
-        return lambda: queue_depth(client, "arq", PEER_QUEUE)
     if system.kind == "rq":
         return lambda: (
             queue_depth(client, "rq", PEER_QUEUE) + int(client.zcard(f"rq:wip:{PEER_QUEUE}"))

@@ -19,7 +19,7 @@ from contextlib import suppress
 from typing import Any
 
 from app.settings import PROJECT_ROOT
-from bench.systems.system import ARQ_BIN, ARQ_PROJECT
+from bench.systems.system import ARQ_BIN, ARQ_PROJECT, ARQ_PYTHON
 
 UV = PROJECT_ROOT / ".tools" / "bin" / "uv"
 ARQ_PRODUCER = ARQ_PROJECT / "producer.py"
@@ -49,7 +49,7 @@ class ArqProducer:
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
         env.pop("VIRTUAL_ENV", None)
         #: The producer's command line and environment, for a published run's record.
-        self.argv = [str(ARQ_BIN / "python"), str(ARQ_PRODUCER), redis_url]
+        self.argv = [str(ARQ_PYTHON), str(ARQ_PRODUCER), redis_url]
         self.env = env
         self.process = subprocess.Popen(
             self.argv,

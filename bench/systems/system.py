@@ -17,6 +17,8 @@ VENV_BIN = Path(sys.executable).parent
 #: arq's own locked project (redis-py 5, which fintask's venv cannot hold beside redis 8).
 ARQ_PROJECT = PROJECT_ROOT / "bench" / "peers" / "arq"
 ARQ_BIN = ARQ_PROJECT / ".venv" / "bin"
+#: arq's interpreter: its producers run in its own venv too.
+ARQ_PYTHON = ARQ_BIN / "python"
 
 #: Environment variable naming the system a worker module builds its broker for.
 SYSTEM_VARIABLE = "BENCH_SYSTEM"
@@ -125,6 +127,11 @@ class System:
         if (self.kind, self.pool) in (("celery", "prefork"), ("huey", "thread")):
             return 1
         return self.processes
+
+    @property
+    def python(self) -> str:
+        """The interpreter of this system's own processes (arq's: its own venv's)."""
+        return str(ARQ_PYTHON) if self.kind == "arq" else sys.executable
 
     @property
     def slots(self) -> int:
