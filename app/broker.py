@@ -16,10 +16,12 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
+from app.control_state import ControlWatcher
 from app.declarations import adopt_declared_actors
 from app.logs import configure_logging
 from app.metrics import count_lock_contention, count_rate_limit_deferral
 from app.middleware.deadlines import SoftTimeLimit
+from app.middleware.fleet import FleetControl
 from app.middleware.guardrails import Guardrails
 from app.middleware.locks import Mutex, UniqueEnqueue
 from app.middleware.memory_limit import MemoryLimit
@@ -54,9 +56,11 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
       if two schedulers sent it) and ``Prometheus``. ``DeadWorkerRecovery`` (a killed worker's
       unacked messages come back on a clock, not by chance) is in every stack: it starts only
       when a worker boots, so a worker recovers however it was started.
-    - ``RateLimits`` and ``Mutex`` after those: they skip (defer) messages, and placed later
-      the earlier middleware's before/after-skip hooks stay paired. Declared in every process
-      type, since web and CLI declare the actors whose options they read.
+    - In worker processes ``FleetControl`` (the worker's record, revocations and paused queues:
+      ``app.control_state``), then ``RateLimits`` and ``Mutex``: they skip (defer) messages,
+      and placed later the earlier middleware's before/after-skip hooks stay paired. The rate
+      limits are declared in every process type, since web and CLI declare the actors whose
+      options they read; in workers they take the operators' runtime overrides.
     - ``SoftTimeLimit`` last, so its clock starts when the actor really does; then the
       per-process ``MemoryLimit``.
     """
@@ -79,8 +83,15 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
         stack.append(Prometheus())
         stack.append(ConsumerRegistry())
     stack.append(DeadWorkerRecovery())
+    override = None
+    if for_process_type in WORKER_PROCESS_TYPES:
+        fleet = FleetControl(
+            watcher=ControlWatcher(get_redis), client=get_redis, process_type=for_process_type
+        )
+        stack.append(fleet)
+        override = fleet.rate_limit_override
     stack += [
-        RateLimits(client=get_redis, on_defer=count_rate_limit_deferral),
+        RateLimits(client=get_redis, on_defer=count_rate_limit_deferral, override=override),
         Mutex(client=get_redis, on_contention=count_lock_contention),
         # After the limits, so a deferred delivery is neither timed nor counted as a failure.
         MessageMetrics(),
@@ -101,10 +112,13 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
             "REDIS_URL is not set: run through `fintask run`, which starts a private Redis, "
             "or point REDIS_URL at your Redis (redis://HOST:PORT/DB)"
         )
-    # Dramatiq's Redis broker, with consumers that block for a wake-up instead of polling.
+    # Dramatiq's Redis broker, with consumers that block for a wake-up instead of polling,
+    # and fetch nothing from a queue an operator paused.
+    fleet = next((m for m in middleware if isinstance(m, FleetControl)), None)
     return WakeupRedisBroker(
         url=settings.redis_url,
         middleware=middleware,
+        paused=fleet.is_paused if fleet is not None else None,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         maintenance_chance=settings.maintenance_chance_per_million,
     )

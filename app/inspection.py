@@ -25,6 +25,7 @@ from app.db.models import Job, JobStatus
 from app.dead_letters import reason_key
 from app.middleware.metrics import CONSUMERS_KEY, DUE_AT_OPTION, due_at_ms, heartbeats_key
 from app.queues import queue_depths
+from app.timestamps import rfc3339
 from chunking.models import ChunkRun
 from chunking.redis_keys import (
     NAMESPACE,
@@ -154,8 +155,8 @@ class DeadLetter:
             "redis_message_id": self.redis_id,
             "actor_name": self.actor_name,
             "retries": self.retries,
-            "dead_at": _iso(self.dead_at_ms),
-            "sent_at": _iso(self.message.get("message_timestamp")),
+            "dead_at": rfc3339(self.dead_at_ms),
+            "sent_at": rfc3339(self.message.get("message_timestamp")),
             "reason": self.reason,
         }
         if not with_message:
@@ -314,8 +315,8 @@ class JobRow:
         return {
             **{k: getattr(self, k) for k in ("id", "kind", "account_id", "status", "progress")},
             "error": self.error,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
         }
 
 
@@ -419,12 +420,6 @@ def _decode(data: bytes | str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return decoded if isinstance(decoded, dict) else None
-
-
-def _iso(ms: object) -> str | None:
-    if not isinstance(ms, int | float):
-        return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _text(value: bytes | str) -> str:

@@ -5,11 +5,18 @@ Every process type (web, workers, scheduler, CLI) reads the same variables throu
 starts: in one line that names the variable, shows its value with any password hidden and says
 what was expected. URLs that may carry credentials are ``SecretStr``: a repr or a log of the
 settings shows ``**********`` in their place.
+
+With ``REDIS_URL`` unset, the Redis is that of the ``fintask run`` running from the same var dir,
+if one is: it keeps its pid and the URLs it chose in ``<var dir>/run.json`` (``RUN_FILE_NAME``),
+so ``fintask queues`` in a second shell needs no setup. The file is read only if that pid is
+alive: one left behind by a killed run is ignored, and its dead Redis never used. An explicit
+``REDIS_URL`` always wins.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import sys
@@ -32,6 +39,10 @@ WORKER_PROCESS_TYPES = ("worker", "worker_urgent")
 #: The exit status of a process stopped by a bad setting: gunicorn's "App failed to load", the
 #: one status (with 3) that makes its master stop instead of restarting the worker forever.
 CONFIGURATION_ERROR_EXIT = 4
+
+#: The file under the var dir where a running ``fintask run`` keeps its pid and the URLs it chose
+#: (``app.local.run_file`` writes it; ``running_stack`` reads it).
+RUN_FILE_NAME = "run.json"
 
 #: The pydantic error type of fintask's own checks, whose message is already the reason.
 _SETTING_ERROR = "setting"
@@ -213,13 +224,59 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate fintask's settings from ``environ`` (default: ``os.environ``).
 
     An explicit ``environ`` is the whole environment: nothing is read from the process's own.
+    Without ``REDIS_URL``, the Redis of a live ``fintask run`` of the same var dir is used.
     """
     env = os.environ if environ is None else environ
     variables = {name: env[name] for name in _fields_by_variable() if name in env}
     try:
-        return Settings.model_validate(variables)
+        settings = Settings.model_validate(variables)
     except ValidationError as error:
         raise SettingsError(describe_errors(error)) from None
+    if settings.redis_url_secret is None:
+        return _with_running_stacks_redis(settings)
+    return settings
+
+
+def running_stack(var_dir: Path) -> dict[str, Any] | None:
+    """What the run file of the live ``fintask run`` under ``var_dir`` says, or None.
+
+    None too when the file is unreadable or names a pid that is not alive: a run that was
+    killed could not remove its file, and the ports it names may since be someone else's.
+    """
+    try:
+        record = json.loads((var_dir / RUN_FILE_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not _alive(record.get("pid")):
+        return None
+    return record
+
+
+def _alive(pid: object) -> bool:
+    """Whether ``pid`` is a live process of this user (signal 0 checks, and sends nothing).
+
+    Another user's process (``PermissionError``) holds a reused pid: it is no run of ours.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _with_running_stacks_redis(settings: Settings) -> Settings:
+    """``settings`` with the Redis URL of the live ``fintask run`` of its var dir, if any."""
+    stack = running_stack(settings.var_dir)
+    url = None if stack is None else stack.get("redis_url")
+    if not isinstance(url, str):
+        return settings
+    try:
+        check_redis_url(url)
+    except PydanticCustomError:
+        return settings
+    return settings.model_copy(update={"redis_url_secret": SecretStr(url)})
 
 
 def exit_on_settings_error(entry_point: Callable[P, R]) -> Callable[P, R]:

@@ -33,7 +33,7 @@ import heapq
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -62,6 +62,10 @@ WAKE_TOKENS_TTL_MS = 10_000
 #: no-op messages ran 40 % slower at 1 thread and prefetch 32), while the ack of a message that
 #: ran longer than this is followed by a fetch at once.
 REFILL_WAIT_MS = 5
+
+#: How often a consumer of a paused queue looks whether it was resumed (the pause itself
+#: reaches the process within ``app.control_state.POLL_INTERVAL_S``).
+PAUSED_WAIT_MS = 250
 
 #: Redis ends a timed-out blocking call on its next clock tick (``hz`` 10: every 100 ms), so a
 #: BLPOP can return this much after its timeout: blocks are shortened by it, and the last stretch
@@ -117,7 +121,9 @@ class WakeupRedisBroker(RedisBroker):
     """Dramatiq's ``RedisBroker``, plus one wake-up token per enqueued message.
 
     Takes every ``RedisBroker`` argument, and ``wake_tokens_max`` (the bound of each wake-up
-    list) and ``wake_tokens_ttl_ms`` (how long an unpopped list lives).
+    list), ``wake_tokens_ttl_ms`` (how long an unpopped list lives) and ``paused`` (whether an
+    operator paused a queue: its consumers then fetch nothing, and give back what they
+    prefetched).
     """
 
     def __init__(
@@ -125,9 +131,11 @@ class WakeupRedisBroker(RedisBroker):
         *,
         wake_tokens_max: int = WAKE_TOKENS_MAX,
         wake_tokens_ttl_ms: int = WAKE_TOKENS_TTL_MS,
+        paused: Callable[[str], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.paused = paused
         self.wake_tokens_max = wake_tokens_max
         self.wake_tokens_ttl_ms = wake_tokens_ttl_ms
         self.fetch_script = self.client.register_script(FETCH_SCRIPT)
@@ -299,6 +307,11 @@ class WakeupRedisConsumer(_RedisConsumer):
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
+                if self.broker.paused is not None and self.broker.paused(self.queue_name):
+                    self._give_back_prefetched()
+                    self.room.clear()
+                    self.room.wait(PAUSED_WAIT_MS / 1000)
+                    return None
                 if self.message_cache:
                     message = self._admit(*self.message_cache[0])
                     self.message_cache.pop(0)
@@ -374,6 +387,14 @@ class WakeupRedisConsumer(_RedisConsumer):
         self.broker.hand_back(self.queue_name, undelivered)
         super().close()
         self.waiter.connection_pool.disconnect()
+
+    def _give_back_prefetched(self) -> None:
+        """Return the fetched messages not yet handed to a worker thread to the queue."""
+        if self.message_cache:
+            ids = [redis_id for redis_id, _ in self.message_cache]
+            self.message_cache = []
+            self.broker.held.release(self.queue_name, ids)
+            self.broker.hand_back(self.queue_name, ids)
 
     def _fetch(self, count: int) -> list[Fetched]:
         """The broker's fetch; one lost with its connection may have taken ids all the same."""

@@ -10,7 +10,8 @@ MODULE (default ``scheduler.schedule``) holds a ``SCHEDULE``; tests pass their o
 computed in UTC whatever the environment; ``TZ`` is forced to UTC as well, so that log times and
 anything reading local time agree with the schedule. Started while Redis is down, it waits for
 Redis (``scheduler.startup``); once running, it keeps the ticks an outage holds up and sends
-them when Redis is back (``scheduler.delivery``).
+them when Redis is back (``scheduler.delivery``). Operators pause, resume and run jobs with
+``fintask schedule`` while it runs, no restart needed (``scheduler.ticker``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from app.redis_client import get_redis
 from app.settings import exit_on_settings_error
 from scheduler.claims import TickClaims
 from scheduler.jobs import Schedule
-from scheduler.render import render_schedule
+from scheduler.render import read_live, render_schedule
 from scheduler.startup import wait_for_redis
 from scheduler.ticker import TickScheduler
 
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     claims = TickClaims(get_redis())
     started_at = dt.datetime.now(dt.UTC)
     if wait_for_redis(claims.client, wait=stopping.wait):
-        logger.info("Schedule of %s:\n%s", args.module, _rendered(schedule, claims))
+        logger.info("Schedule of %s:\n%s", args.module, _rendered(schedule, claims.client))
         scheduler = TickScheduler(
             schedule, claims=claims, wait=stopping.wait, started_at=started_at
         )
@@ -74,14 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _rendered(schedule: Schedule, claims: TickClaims) -> str:
-    """The schedule's table, with the last ticks sent if Redis still answers."""
+def _rendered(schedule: Schedule, client: redis.Redis) -> str:
+    """The schedule's table, with its state in Redis (last ticks, pauses, run-now requests)
+    if Redis still answers."""
     try:
-        last_sent = claims.last_ticks(job.name for job in schedule)
+        live = read_live(client, schedule)
     except redis.RedisError as error:
-        logger.warning("Could not read the last ticks sent: %s: %s", type(error).__name__, error)
-        last_sent = {}
-    return render_schedule(dt.datetime.now(dt.UTC), schedule, last_sent=last_sent)
+        logger.warning(
+            "Could not read the schedule's state in Redis: %s: %s", type(error).__name__, error
+        )
+        live = None
+    return render_schedule(dt.datetime.now(dt.UTC), schedule, live=live)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,8 +4,10 @@ A scheduler builds a tick's message, then claims the tick's key (``app.middlewar
 names the keys) for that message's id; only the winner sends. Claiming again for the same id
 succeeds: a scheduler whose claim went through but whose send did not (Redis went away in
 between) retries with the same message and must find the claim its own. The same call records
-the tick as the job's newest sent, for finding ticks missed while no scheduler ran. The
-worker's ``TickGuard`` checks the same key again before a message runs.
+the tick as the job's newest sent, for finding ticks missed while no scheduler ran; a run-now
+request's tick (``app.schedule_control.RunRequest.tick``) is claimed the same way but not
+recorded, since it stands for no scheduled tick. The worker's ``TickGuard`` checks the same key
+again before a message runs.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import redis
 
 from app.middleware.ticks import TICK_TTL_S, last_tick_key, tick_key
 
-# KEYS: tick key, last-tick key. ARGV: message id, TTL (s), tick. Ticks compare as strings:
-# they are all UTC ISO 8601 of one shape.
+# KEYS: tick key, then the last-tick key unless the tick is a run-now request's. ARGV: message
+# id, TTL (s), tick. Scheduled ticks compare as strings: they are all UTC ISO 8601 of one shape.
 _CLAIM_AND_RECORD = """
 local holder = redis.call("GET", KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 if not holder then redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2]) end
-local last = redis.call("GET", KEYS[2])
-if not last or last < ARGV[3] then redis.call("SET", KEYS[2], ARGV[3]) end
+if KEYS[2] then
+  local last = redis.call("GET", KEYS[2])
+  if not last or last < ARGV[3] then redis.call("SET", KEYS[2], ARGV[3]) end
+end
 return 1
 """
 
@@ -37,10 +41,12 @@ class TickClaims:
         self.ttl_s = ttl_s
         self._claim = client.register_script(_CLAIM_AND_RECORD)
 
-    def claim(self, actor_name: str, tick: str, message_id: str) -> bool:
-        """Whether ``message_id`` is, or now becomes, the tick's one message (then the tick is
-        recorded as the job's newest sent)."""
-        keys = [tick_key(actor_name, tick), last_tick_key(actor_name)]
+    def claim(self, actor_name: str, tick: str, message_id: str, *, scheduled: bool = True) -> bool:
+        """Whether ``message_id`` is, or now becomes, the tick's one message (then a
+        ``scheduled`` tick is recorded as the job's newest sent)."""
+        keys = [tick_key(actor_name, tick)]
+        if scheduled:
+            keys.append(last_tick_key(actor_name))
         return bool(self._claim(keys=keys, args=[message_id, self.ttl_s, tick]))
 
     def last_ticks(self, actor_names: Iterable[str]) -> dict[str, dt.datetime | None]:

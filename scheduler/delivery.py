@@ -10,6 +10,9 @@ tries them again every few seconds until each is sent or its job's ``max_age`` (
 ``expires``) has passed since it was first tried: the worker's age limit, which counts from the
 message's creation, would drop it after that anyway. One unreachable call ends a pass: the
 ticks behind it would only fail the same way, each after its own connection timeout.
+
+A run-now request goes the same way, as a tick of its own (``RunRequest.tick``): claimed, so it
+is sent once however many schedulers hold it, and kept through an outage like a due tick.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dramatiq.errors import BrokerConnectionError
 
 from app.middleware import RedisUnavailable
 from app.middleware.ticks import TICK_ARGUMENT, tick_id
+from app.schedule_control import RunRequest
 from scheduler.claims import TickClaims
 from scheduler.jobs import Job
 
@@ -46,11 +50,13 @@ class TickOutcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Sent:
-    """What one pass did with one due tick of one job."""
+    """What one pass did with one due tick of one job (or one run-now request: ``tick`` is
+    when it was requested)."""
 
     job: str
     tick: dt.datetime
     outcome: TickOutcome
+    request_id: str | None = None
 
 
 @dataclass
@@ -60,7 +66,22 @@ class _Due:
     message: Message[Any]
     due_at: dt.datetime
     expires_at: dt.datetime
+    #: The run-now request this is; None for a scheduled tick.
+    request: RunRequest | None = None
     unsent_logged: bool = False
+
+    @property
+    def stamp(self) -> str:
+        """The tick its message carries and its claim names."""
+        return str(self.message.kwargs[TICK_ARGUMENT])
+
+    @property
+    def what(self) -> str:
+        """The tick as log lines name it, at the start of a sentence."""
+        if self.request:
+            request_id = self.request.request_id
+            return f"Run-now request {request_id} of {self.job.name} (tick {self.stamp})"
+        return f"Tick {self.stamp} of {self.job.name}"
 
 
 class TickDelivery:
@@ -80,9 +101,24 @@ class TickDelivery:
 
     def add(self, job: Job, tick: dt.datetime, *, now: dt.datetime) -> None:
         """Queue ``tick`` of ``job``, due at ``now``, with the one message it will be sent as."""
-        message = job.actor.message_with_options(kwargs={TICK_ARGUMENT: tick_id(tick)})
+        self._add(job, tick, tick_id(tick), now=now)
+
+    def add_request(self, job: Job, request: RunRequest, *, now: dt.datetime) -> None:
+        """Queue a run-now ``request`` of ``job``, taken at ``now``, like a due tick."""
+        self._add(job, request.requested_at, request.tick, now=now, request=request)
+
+    def _add(
+        self,
+        job: Job,
+        tick: dt.datetime,
+        stamp: str,
+        *,
+        now: dt.datetime,
+        request: RunRequest | None = None,
+    ) -> None:
+        message = job.actor.message_with_options(kwargs={TICK_ARGUMENT: stamp})
         max_age = dt.timedelta(milliseconds=job.actor.options["max_age"])
-        self._due.append(_Due(job, tick, message, due_at=now, expires_at=now + max_age))
+        self._due.append(_Due(job, tick, message, now, now + max_age, request=request))
 
     def send(self, *, now: dt.datetime) -> list[Sent]:
         """Try every waiting tick, oldest first; keep those Redis or the broker could not take."""
@@ -102,31 +138,32 @@ class TickDelivery:
                     unreachable = error
                     outcome = self._keep(due, error)
                 except Exception:
-                    logger.exception("Tick %s of %s was NOT sent", tick_id(due.tick), due.job.name)
+                    logger.exception("%s was NOT sent", due.what)
                     outcome = TickOutcome.FAILED
             if outcome is TickOutcome.PENDING:
                 kept.append(due)
-            results.append(Sent(due.job.name, due.tick, outcome))
+            request_id = due.request.request_id if due.request else None
+            results.append(Sent(due.job.name, due.tick, outcome, request_id))
         self._due = kept
         return results
 
     def _send(self, due: _Due, *, now: dt.datetime) -> TickOutcome:
-        stamp, name, message_id = tick_id(due.tick), due.job.name, due.message.message_id
-        if not self.claims.claim(name, stamp, message_id):
-            logger.info("Tick %s of %s: already sent by another scheduler", stamp, name)
+        message_id = due.message.message_id
+        scheduled = due.request is None
+        if not self.claims.claim(due.job.name, due.stamp, message_id, scheduled=scheduled):
+            logger.info("%s: already sent by another scheduler", due.what)
             return TickOutcome.TAKEN
         due.job.actor.broker.enqueue(due.message)
         if due.unsent_logged:
             late_s = (now - due.due_at).total_seconds()
             logger.info(
-                "Tick %s of %s: sent as message %s, %.0f s late (Redis answers again)",
-                stamp,
-                name,
+                "%s: sent as message %s, %.0f s late (Redis answers again)",
+                due.what,
                 message_id,
                 late_s,
             )
         else:
-            logger.info("Tick %s of %s: sent as message %s", stamp, name, message_id)
+            logger.info("%s: sent as message %s", due.what, message_id)
         return TickOutcome.SENT
 
     @staticmethod
@@ -135,9 +172,8 @@ class TickDelivery:
         if not due.unsent_logged:
             due.unsent_logged = True
             logger.warning(
-                "Tick %s of %s not sent yet: %s: %s; kept and tried again until %s (max_age)",
-                tick_id(due.tick),
-                due.job.name,
+                "%s not sent yet: %s: %s; kept and tried again until %s (max_age)",
+                due.what,
                 type(error).__name__,
                 error,
                 f"{due.expires_at.astimezone(dt.UTC):%H:%M:%S} UTC",
@@ -147,9 +183,7 @@ class TickDelivery:
 
 def _log_expired(due: _Due) -> None:
     logger.error(
-        "Tick %s of %s was NOT sent: Redis or the broker stayed unreachable past its max_age "
-        "(%d ms); dropped",
-        tick_id(due.tick),
-        due.job.name,
+        "%s was NOT sent: Redis or the broker stayed unreachable past its max_age (%d ms); dropped",
+        due.what,
         due.job.actor.options["max_age"],
     )

@@ -21,6 +21,7 @@ import redis
 
 from app.broker import setup_broker
 from app.local.redis_server import RedisServer
+from app.redis_client import get_redis
 from tests.support.postgres import PostgresServer
 
 # The test process's entry point: its broker is built here, as every process's is.
@@ -41,6 +42,16 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client = redis.Redis.from_url(redis_server.url)
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def redis_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``REDIS_URL`` at the test session's own Redis, for code that reads it from settings
+    (``app.redis_client.get_redis``, whose cached client is dropped before and after)."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_redis.cache_clear()
+    yield redis_url
+    get_redis.cache_clear()
 
 
 @pytest.fixture

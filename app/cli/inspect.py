@@ -8,7 +8,13 @@ import click
 
 import actors  # noqa: F401  (declares every actor, and so every queue)
 from app.broker import setup_broker
-from app.cli.common import JSON_OPTION, print_json
+from app.cli.common import (
+    JSON_OPTION,
+    acting_operator,
+    print_json,
+    usage_errors,
+)
+from app.control_state import read_state
 from app.db.models import JobStatus
 from app.db.session import new_session
 from app.inspection import (
@@ -44,21 +50,73 @@ def _queue_names(queue: str | None) -> list[str]:
     return names
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @JSON_OPTION
-def queues(as_json: bool) -> None:
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
     """Messages per queue (ready, delayed, dead), the oldest one's age, and live consumers."""
 
+    if ctx.invoked_subcommand is not None:
+        return
     names = _queue_names(None)
     client = get_redis()
     stats = queue_stats(client, names)
+    paused = read_state(client).paused
     alive = consumers_alive(client, heartbeat_timeout_ms=load_settings().heartbeat_timeout_ms)
     if as_json:
-        print_json({"queues": [q.as_dict() for q in stats], "consumers_alive": alive})
+        listed = [{**q.as_dict(), "paused": q.queue_name in paused} for q in stats]
+        print_json({"items": listed, "next_cursor": None, "consumers_alive": alive})
         return
-    rows = [(q.queue_name, q.ready, q.delayed, q.dead, f"{q.oldest_age_s:.1f}s") for q in stats]
-    click.echo(table(("QUEUE", "READY", "DELAYED", "DEAD", "OLDEST"), *rows))
+    rows = [
+        (q.queue_name, q.ready, q.delayed, q.dead, f"{q.oldest_age_s:.1f}s",
+         "paused" if q.queue_name in paused else "")
+        for q in stats
+    ]  # fmt: skip
+    click.echo(table(("QUEUE", "READY", "DELAYED", "DEAD", "OLDEST", ""), *rows))
     click.echo(f"consumers alive: {alive}")
+
+
+@queues.command("pause")
+@click.argument("queue_name")
+@JSON_OPTION
+def queues_pause(queue_name: str, as_json: bool) -> None:
+    """Stop every worker starting the queue's messages; new ones are still accepted."""
+    with acting_operator() as operator:
+        changed = usage_errors(lambda: operator.pause_queue(queue_name), "QUEUE_NAME")
+    if as_json:
+        print_json({"queue_name": queue_name, "paused": True, "changed": changed})
+    else:
+        click.echo(f"{queue_name}: paused" + ("" if changed else " already"))
+
+
+@queues.command("resume")
+@click.argument("queue_name")
+@JSON_OPTION
+def queues_resume(queue_name: str, as_json: bool) -> None:
+    """Let the workers start the queue's messages again."""
+    with acting_operator() as operator:
+        changed = usage_errors(lambda: operator.resume_queue(queue_name), "QUEUE_NAME")
+    if as_json:
+        print_json({"queue_name": queue_name, "paused": False, "changed": changed})
+    else:
+        click.echo(f"{queue_name}: " + ("resumed" if changed else "was not paused"))
+
+
+@queues.command("purge")
+@click.argument("queue_name")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@JSON_OPTION
+def queues_purge(queue_name: str, yes: bool, as_json: bool) -> None:
+    """Delete every ready message of a queue (asks first unless --yes)."""
+    _queue_names(queue_name)
+    if not yes:
+        click.confirm(f"Delete every ready message of {queue_name}?", abort=True, err=True)
+    with acting_operator() as operator:
+        purged = operator.purge_queue(queue_name)
+    if as_json:
+        print_json({"queue_name": queue_name, "purged": purged})
+    else:
+        click.echo(f"purged {purged} ready messages of {queue_name}")
 
 
 @click.group()
@@ -77,7 +135,7 @@ def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
     client = get_redis()
     letters = list_dead_letters(client, names, limit=limit)
     if as_json:
-        print_json([letter.as_dict() for letter in letters])
+        print_json({"items": [letter.as_dict() for letter in letters], "next_cursor": None})
         return
     if not letters:
         click.echo("no dead letters")
@@ -130,7 +188,11 @@ def _shortened(text: str, chars: int = 60) -> str:
 @_QUEUE
 @JSON_OPTION
 def dlq_requeue(message_id: str | None, every: bool, queue: str | None, as_json: bool) -> None:
-    """Move dead letters back to their ready queue, with their retries reset."""
+    """Move dead letters back to their ready queue, with their retries reset.
+
+    Exits with status 1 when nothing was requeued (no dead letters, or each one moved
+    meanwhile), so that a script running it notices.
+    """
 
     if (message_id is None) == (not every):
         raise click.UsageError("give a MESSAGE_ID or --all, not both")
@@ -142,6 +204,8 @@ def dlq_requeue(message_id: str | None, every: bool, queue: str | None, as_json:
             print_json(outcomes)
         else:
             click.echo(", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()))
+        if not outcomes["requeued"]:
+            raise click.exceptions.Exit(1)  # nothing requeued: a script must notice
         return
     assert message_id is not None
     letter = find_dead_letter(client, names, message_id)
@@ -150,6 +214,8 @@ def dlq_requeue(message_id: str | None, every: bool, queue: str | None, as_json:
     outcome = requeue_dead_letter(client, letter.queue_name, letter.redis_id)
     if as_json:
         print_json({**letter.as_dict(), "outcome": outcome})
+        if outcome != "requeued":
+            raise click.exceptions.Exit(1)
     elif outcome != "requeued":
         raise click.ClickException(f"message {message_id} was not requeued: {outcome}")
     else:
@@ -194,7 +260,8 @@ def jobs(status: str | None, limit: int, as_json: bool) -> None:
         counts = job_counts(session)
         rows = list_jobs(session, status=status, limit=limit)
     if as_json:
-        print_json({"counts": counts, "jobs": [job.as_dict() for job in rows]})
+        items = [job.as_dict() for job in rows]
+        print_json({"counts": counts, "items": items, "next_cursor": None})
         return
     click.echo("  ".join(f"{name}: {n}" for name, n in counts.items()))
     listed = [

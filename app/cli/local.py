@@ -10,29 +10,58 @@ import click
 
 from app.db.migrate import upgrade
 from app.local.demo import run_demo
+from app.local.run_file import RunFile, published
 from app.local.sinks import serve_sinks
 from app.local.supervisor import (
     DEFAULT_PROCESS_TYPES,
     embedded_redis,
     run_processes,
+    runnable_process_types,
     shared_environment,
 )
-from app.settings import load_settings
+from app.settings import load_settings, running_stack
+
+
+def _known_process_types(
+    ctx: click.Context, param: click.Parameter, names: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Refuse a process type the Procfile lacks while parsing, before anything is started."""
+    known = runnable_process_types()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown process type {', '.join(map(repr, unknown))}; "
+            f"the Procfile's are {', '.join(known)}"
+        )
+    return names
 
 
 @click.command()
-@click.argument("process_types", nargs=-1)
+@click.argument("process_types", nargs=-1, callback=_known_process_types)
 def run(process_types: tuple[str, ...]) -> None:
-    """Run Procfile process types (default: web, workers, scheduler) with a private Redis."""
+    """Run Procfile process types (default: web, workers, scheduler) with a private Redis.
+
+    It prints the URLs it chose (Redis, web, each worker type's metrics) and keeps them in
+    ``<var dir>/run.json`` while it runs, where other ``fintask`` commands find its Redis.
+    """
     settings = load_settings()
+    other = running_stack(settings.var_dir)
+    if other is not None:
+        # Two runs of one var dir would share its database, Redis data and metrics files.
+        raise click.ClickException(
+            f"fintask run (pid {other['pid']}) is already running from {settings.var_dir}: "
+            "stop it first, or give this one another FINTASK_VAR_DIR"
+        )
     names = list(process_types or DEFAULT_PROCESS_TYPES)
     env = shared_environment(settings, os.environ, names)
     with embedded_redis(settings, env):
         upgrade(settings.database_url)
-        try:
+        started = RunFile.of(names, env)
+        with published(started, settings.var_dir) as path:
+            click.echo(f"fintask run: pid {started.pid}; its URLs, also in {path}:")
+            for line in started.lines():
+                click.echo(f"  {line}")
             code = run_processes(names, env)
-        except ValueError as error:
-            raise click.ClickException(str(error)) from None
     sys.exit(code)
 
 

@@ -17,6 +17,10 @@ from app.settings import exit_on_settings_error
 #: docstring's first line, which a test keeps in step), so ``--help`` imports none of them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "accounts": ("app.cli.work", "Provider accounts: link them."),
+    "audit": (
+        "app.cli.tokens",
+        "What operators did, newest first: who, which action, on what, how many messages.",
+    ),
     "demo": (
         "app.cli.local",
         "Run the showcase: private Redis, SQLite, the real processes, the workloads, a summary.",
@@ -26,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "app.cli.inspect",
         "Asynchronous API jobs, most recently updated first, and how many are in each status.",
     ),
+    "limits": (
+        "app.cli.control",
+        "Rate limits: declared, overridden at runtime, and in force; set or clear an override.",
+    ),
+    "messages": ("app.cli.control", "Messages in the queues: list by state, show one, cancel."),
     "migrate": ("app.cli.database", "Apply database migrations (the Procfile's ``release`` step)."),
     "notify": (
         "app.cli.work",
@@ -45,6 +54,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Messages per queue (ready, delayed, dead), the oldest one's age, and live consumers.",
     ),
     "reports": ("app.cli.runs", "The weekly report to every active user."),
+    "workers": (
+        "app.cli.control",
+        "Worker processes: alive, stopped, or gone with what they left for recovery.",
+    ),
     "run": (
         "app.cli.local",
         "Run Procfile process types (default: web, workers, scheduler) with a private Redis.",
@@ -62,11 +75,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "app.cli.local",
         "Local SMTP and HTTP sinks that record what fintask sends (demo and tests).",
     ),
+    "tokens": ("app.cli.tokens", "API tokens: create, list and revoke who may call the HTTP API."),
 }
 
 
 class FintaskGroup(click.Group):
-    """Loads a subcommand's module when it runs; a bad setting ends it in one line (status 4)."""
+    """Loads a subcommand's module when it runs; a bad setting ends it in one line (status 4),
+    Redis or the database not answering in one line (status 1, ``app.cli.outages``)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -82,9 +97,19 @@ class FintaskGroup(click.Group):
             formatter.write_dl([(name, summary) for name, (_, summary) in sorted(COMMANDS.items())])
 
     def invoke(self, ctx: click.Context) -> object:
-        return exit_on_settings_error(super().invoke)(ctx)
+        try:
+            return exit_on_settings_error(super().invoke)(ctx)
+        except Exception as error:
+            # Imported only once a command failed: ``--help`` stays fast.
+            from app.cli.outages import outage_line
+
+            line = outage_line(error)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
 
 
 @click.group(cls=FintaskGroup)
+@click.version_option(package_name="fintask", message="fintask %(version)s")
 def main() -> None:
     """fintask: a personal-finance service's background work on Dramatiq and Redis."""

@@ -28,7 +28,8 @@ def outbox(limit: int, as_json: bool) -> None:
             {
                 "unsent": counts.unsent,
                 "failed": counts.failed,
-                "failed_messages": [message.as_dict() for message in failed],
+                "items": [message.as_dict() for message in failed],
+                "next_cursor": None,
             }
         )
         return

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import datetime as dt
+import sys
 import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn
+from rich.progress import Progress as ProgressBar
 from sqlalchemy import select
 
 import actors  # noqa: F401  (declares the runs' actors; the outbox sends through them)
 from actors.reports import start_report
 from actors.runs import CHUNKED_RUNS
-from app.cli.common import with_broker
+from app.cli.common import JSON_OPTION, print_json, with_broker
 from app.db.session import transaction
 from app.text_table import table
 from chunking import ChunkRun, Progress, cancel_run, pause_run, resume_run, run_progress
 from pipelines.reports import report_week, week_bounds
+
+#: What a weekly report run counts: users, one report e-mail each.
+UNIT = "users"
+
+#: How often ``--wait`` reads the run's progress.
+POLL_S = 0.5
+
+#: How often ``--wait`` prints a progress line when its output is no terminal: often enough to
+#: show a run is moving, rarely enough that a long run's log stays readable.
+PLAIN_LINE_EVERY_S = 5.0
 
 
 @click.group()
@@ -27,9 +44,16 @@ def reports() -> None:
 @reports.command("send")
 @with_broker
 @click.option("--week", help="ISO week, e.g. 2026-W48 (default: last week)")
-@click.option("--wait", is_flag=True, help="show a progress bar until the run finishes")
-def reports_send(week: str | None, wait: bool) -> None:
-    """Start the week's report run (once per week: a second start returns the same run)."""
+@click.option(
+    "--wait", is_flag=True, help="show progress (done/total, rate, ETA) until the run finishes"
+)
+@JSON_OPTION
+def reports_send(week: str | None, wait: bool, as_json: bool) -> None:
+    """Start the week's report run (once per week: a second start returns the same run).
+
+    With ``--json`` and ``--wait`` the output is one JSON document, the run's final progress
+    (as ``fintask runs --json`` lists it): a script reads how the run ended, not a bar.
+    """
     week = week or report_week(None)
     try:
         week_bounds(week)
@@ -37,13 +61,15 @@ def reports_send(week: str | None, wait: bool) -> None:
         raise click.BadParameter(f"{week!r} is not an ISO week such as 2026-W48") from None
     with transaction() as session:
         run_id = start_report(session, week)
-    click.echo(f"run {run_id}: weekly report for {week}")
+    if not as_json:
+        click.echo(f"run {run_id}: weekly report for {week}")
     if wait:
-        _follow(run_id)
+        _follow(run_id, as_json)
+    elif as_json:
+        print_json({"run_id": run_id, "week": week})
 
 
 def _progress(run_id: int) -> Progress:
-
     with transaction() as session:
         progress = run_progress(session, run_id)
     if progress is None:
@@ -51,22 +77,101 @@ def _progress(run_id: int) -> Progress:
     return progress
 
 
-def _follow(run_id: int) -> None:
-    progress = _progress(run_id)
-    with click.progressbar(length=progress.estimated_total or 0, label="users") as bar:
-        shown = 0
-        while progress.status == "running":
-            time.sleep(0.5)
-            progress = _progress(run_id)
-            bar.update(progress.processed - shown)
-            shown = progress.processed
-    click.echo(f"run {run_id} {progress.status}: {progress.processed} processed")
+def _follow(run_id: int, as_json: bool) -> None:
+    """Show the run's progress until it ends: a live bar on a terminal, else a line now and then;
+    as JSON, nothing until the final progress.
+
+    A log or a CI job records every redraw of a bar as more output, so there it gets plain lines.
+    """
+    snapshots = _snapshots(run_id)
+    if as_json:
+        progress = deque(snapshots, maxlen=1).pop()
+        print_json(_progress_json(progress))
+    else:
+        if sys.stdout.isatty():
+            progress = _show_bar(snapshots, Console())
+        else:
+            progress = _print_lines(run_id, snapshots)
+        click.echo(f"run {run_id} {progress.status}: {progress.processed} processed")
     if progress.status != "done":
         raise click.ClickException(progress.error or f"run {run_id} ended {progress.status}")
 
 
+def _progress_json(progress: Progress) -> dict[str, Any]:
+    """A run's progress as every ``--json`` here prints it: one shape wherever a run is shown."""
+    return dataclasses.asdict(progress)
+
+
+def _snapshots(run_id: int) -> Iterator[Progress]:
+    """The run's progress every ``POLL_S`` while it runs, ending with its first other state."""
+    progress = _progress(run_id)
+    yield progress
+    while progress.status == "running":
+        time.sleep(POLL_S)
+        progress = _progress(run_id)
+        yield progress
+
+
+def _show_bar(snapshots: Iterator[Progress], console: Console) -> Progress:
+    """Draw the snapshots as one live bar on ``console``; return the last one."""
+    columns = (
+        TextColumn(UNIT),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("eta {task.fields[eta]}"),
+    )
+    progress = next(snapshots)
+    with ProgressBar(*columns, console=console) as bar:
+        task = bar.add_task(UNIT, **_bar_fields(progress))
+        for progress in snapshots:
+            bar.update(task, **_bar_fields(progress))
+    return progress
+
+
+def _bar_fields(progress: Progress) -> dict[str, Any]:
+    return {
+        "completed": progress.processed,
+        "total": progress.estimated_total,
+        "rate": _rate(progress),
+        "eta": _eta(progress),
+    }
+
+
+def _print_lines(run_id: int, snapshots: Iterator[Progress]) -> Progress:
+    """Print the first snapshot, then one every ``PLAIN_LINE_EVERY_S``; return the last one."""
+    progress = next(snapshots)
+    click.echo(_line(run_id, progress))
+    printed_at = time.monotonic()
+    for progress in snapshots:
+        if time.monotonic() - printed_at >= PLAIN_LINE_EVERY_S:
+            click.echo(_line(run_id, progress))
+            printed_at = time.monotonic()
+    return progress
+
+
+def _line(run_id: int, progress: Progress) -> str:
+    total = "?" if progress.estimated_total is None else progress.estimated_total
+    percent = "" if progress.percent is None else f" ({progress.percent:.0f}%)"
+    return (
+        f"run {run_id}: {progress.processed}/{total} {UNIT}{percent}, "
+        f"{_rate(progress)}, eta {_eta(progress)}"
+    )
+
+
+def _rate(progress: Progress) -> str:
+    # The run's own rate since it last started or resumed, whoever watches and since when.
+    rate = "?" if progress.rate_per_s is None else f"{progress.rate_per_s:.1f}"
+    return f"{rate} {UNIT}/s"
+
+
+def _eta(progress: Progress) -> str:
+    return "?" if progress.eta_s is None else str(dt.timedelta(seconds=round(progress.eta_s)))
+
+
 @click.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@JSON_OPTION
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.pass_context
 def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
@@ -78,7 +183,7 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
         ids = list(session.scalars(select(ChunkRun.id).order_by(ChunkRun.id.desc()).limit(limit)))
     listed = [_progress(run_id) for run_id in ids]
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(p) for p in listed], default=str, indent=2))
+        print_json({"items": [_progress_json(p) for p in listed], "next_cursor": None})
         return
     rows = [
         (
@@ -96,18 +201,20 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
 
 @runs.command("pause")
 @click.argument("run_id", type=int)
-def runs_pause(run_id: int) -> None:
+@JSON_OPTION
+def runs_pause(run_id: int, as_json: bool) -> None:
     """Stop a run after its current chunk."""
 
     with transaction() as session:
         changed = pause_run(session, run_id)
-    _report(run_id, "paused", changed)
+    _report(run_id, "paused", changed, as_json)
 
 
 @runs.command("resume")
 @with_broker
 @click.argument("run_id", type=int)
-def runs_resume(run_id: int) -> None:
+@JSON_OPTION
+def runs_resume(run_id: int, as_json: bool) -> None:
     """Resume a paused or failed run from its last committed cursor."""
 
     name = _progress(run_id).name
@@ -115,20 +222,25 @@ def runs_resume(run_id: int) -> None:
         raise click.ClickException(f"run {run_id} is a {name!r} run, which this release lacks")
     with transaction() as session:
         changed = resume_run(session, CHUNKED_RUNS[name], run_id)
-    _report(run_id, "resumed", changed)
+    _report(run_id, "resumed", changed, as_json)
 
 
 @runs.command("cancel")
 @click.argument("run_id", type=int)
-def runs_cancel(run_id: int) -> None:
+@JSON_OPTION
+def runs_cancel(run_id: int, as_json: bool) -> None:
     """Cancel a run: no further chunk runs."""
 
     with transaction() as session:
         changed = cancel_run(session, run_id)
-    _report(run_id, "cancelled", changed)
+    _report(run_id, "cancelled", changed, as_json)
 
 
-def _report(run_id: int, done: str, changed: bool) -> None:
+def _report(run_id: int, done: str, changed: bool, as_json: bool) -> None:
+    """Say the run is now ``done`` (``paused``, ...); a run that was not changed is an error."""
     if not changed:
         raise click.ClickException(f"run {run_id} was not {done}: it is {_progress(run_id).status}")
-    click.echo(f"run {run_id} {done}")
+    if as_json:
+        print_json({"run_id": run_id, "status": done})
+    else:
+        click.echo(f"run {run_id} {done}")

@@ -291,3 +291,49 @@ class MonthlyBalance(Base):
     money_out: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     closing_balance: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     computed_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+
+
+# --- The control plane -------------------------------------------------------------------------
+
+
+#: The longest ``AuditEvent.target`` kept; ``app.control.audit`` shortens longer ones.
+AUDIT_TARGET_CHARS = 500
+
+
+class AuditEvent(Base):
+    """One thing an operator did, from the CLI or the HTTP API: who, what, to which target, when.
+
+    Rows are only ever added, never changed: the trail is what a post-mortem reads back.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow, index=True)
+    #: ``cli:<os user>@<host>`` or ``token:<token name>``.
+    who: Mapped[str] = mapped_column(String(200))
+    #: What was done, dotted: ``queue.pause``, ``token.create``.
+    action: Mapped[str] = mapped_column(String(64))
+    #: What it was done to: a queue, an actor, a message id, a token's name.
+    target: Mapped[str] = mapped_column(String(AUDIT_TARGET_CHARS))
+    #: How many messages (or rows) the action touched, where that means something.
+    count: Mapped[int] = mapped_column(default=0)
+    detail: Mapped[dict[str, object] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP API: its name, its role, and the SHA-256 of its secret.
+
+    The secret itself is shown once, when the token is made, and never stored.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    #: ``viewer`` or ``operator`` (``app.control.tokens.ROLES``).
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())

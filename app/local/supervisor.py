@@ -29,6 +29,9 @@ PROCFILE = PROJECT_ROOT / "Procfile"
 #: shorter ``--worker-shutdown-timeout`` so they finish their messages within it.
 PLATFORM_GRACE_S = 30
 
+#: The Procfile's one-off step before a release starts (Heroku's convention): the migration.
+RELEASE_PROCESS_TYPE = "release"
+
 #: What `fintask run` starts when no process types are named.
 DEFAULT_PROCESS_TYPES = ("web", "worker_urgent", "worker", "scheduler")
 
@@ -38,10 +41,20 @@ def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:
     return dict(parse_procfile(path.read_text()).processes)
 
 
+def runnable_process_types(path: Path = PROCFILE) -> list[str]:
+    """The Procfile's process types that `fintask run` can start, in file order.
+
+    All but ``release``: a one-off step (the migration), which `fintask run` does itself before
+    it starts the others; run as a process, its exit would stop them all.
+    """
+    return [name for name in procfile_commands(path) if name != RELEASE_PROCESS_TYPE]
+
+
 @contextmanager
 def embedded_redis(settings: Settings, environ: dict[str, str]) -> Iterator[None]:
     """Start a private Redis under var/ unless ``REDIS_URL`` is set; give ``environ`` its URL."""
     if settings.redis_url is not None:
+        environ["REDIS_URL"] = settings.redis_url
         yield
         return
     with RedisServer(data_dir=settings.var_dir / "redis") as server:
@@ -79,11 +92,11 @@ def shared_environment(
 
 
 def run_processes(process_types: list[str], env: Mapping[str, str]) -> int:
-    """Run the named process types under honcho until one exits or a signal stops them all."""
+    """Run the named process types under honcho until one exits or a signal stops them all.
+
+    Each must be one of ``runnable_process_types()``: check before starting anything else.
+    """
     commands = procfile_commands()
-    unknown = [name for name in process_types if name not in commands]
-    if unknown:
-        raise ValueError(f"not in the Procfile: {', '.join(unknown)}; it has {', '.join(commands)}")
     honcho.manager.KILL_WAIT = PLATFORM_GRACE_S  # honcho's default is 5 s
     manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
     for name in process_types:

@@ -7,11 +7,16 @@ an actor declares ``soft_time_limit_ms`` below its ``time_limit``, and its flow 
 ``check_deadline()`` at safe points (between chunks, pages, items) to checkpoint and stop
 cleanly, or reads ``deadline_remaining_ms()`` to size its next step or an HTTP timeout. The
 check is cooperative: nothing is interrupted between two checks.
+
+The same check stops a message an operator revoked while it runs (``fintask messages cancel``):
+``check_deadline()`` raises ``MessageRevoked`` once ``app.middleware.fleet`` has set the
+current message's abort signal. A revoked message is acknowledged, not retried.
 """
 
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 from typing import Any
 
@@ -25,6 +30,25 @@ from app.middleware import InvalidActorOption, option
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "fintask_soft_deadline", default=None
 )
+
+
+#: The current message's abort signal: set when an operator revokes it while it runs.
+_ABORT: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "fintask_abort_signal", default=None
+)
+
+
+class MessageRevoked(Exception):
+    """An operator revoked the current message: stop, leaving things consistent, and return.
+
+    Not a ``SoftTimeLimitExceeded``: a flow that continues its work in a new message when
+    time runs out must not continue a revoked one. ``DurableRetries`` never retries it.
+    """
+
+
+def watch_abort_signal(signal: threading.Event | None) -> None:
+    """Make ``signal`` the current message's abort signal (``None`` after the message)."""
+    _ABORT.set(signal)
 
 
 class SoftTimeLimitExceeded(Exception):
@@ -44,7 +68,11 @@ def deadline_remaining_ms() -> float | None:
 
 
 def check_deadline() -> None:
-    """Raise ``SoftTimeLimitExceeded`` if the current message is past its soft limit."""
+    """Raise ``MessageRevoked`` if the current message was revoked, or
+    ``SoftTimeLimitExceeded`` if it is past its soft limit."""
+    signal = _ABORT.get()
+    if signal is not None and signal.is_set():
+        raise MessageRevoked("revoked by an operator while it ran")
     remaining = deadline_remaining_ms()
     if remaining is not None and remaining <= 0:
         raise SoftTimeLimitExceeded(f"soft time limit passed {-remaining:.0f} ms ago")

@@ -107,6 +107,9 @@ class RateLimits(Middleware):
       burst: how many starts may follow each other without spacing; 1 spaces them evenly.
       max_jitter_ms: the largest random delay added to a deferral.
       on_defer: called with each deferred message and its delay in ms (for metrics).
+      override: the rate an operator set for an actor at runtime (``fintask limits set``),
+        by actor name, or ``None``; it wins over the declared one, and may limit an actor
+        that declares none.
 
     ``deferred`` counts deferrals per actor name in this process.
     """
@@ -119,6 +122,7 @@ class RateLimits(Middleware):
         burst: int = 1,
         max_jitter_ms: int = 50,
         on_defer: Callable[[MessageProxy, int], None] | None = None,
+        override: Callable[[str], str | None] | None = None,
     ) -> None:
         self.logger = get_logger(__name__, type(self))
         self.client = lazy_client(client)
@@ -126,6 +130,7 @@ class RateLimits(Middleware):
         self.burst = burst
         self.max_jitter_ms = max_jitter_ms
         self.on_defer = on_defer
+        self.override = override
         self.deferred: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._script: Callable[..., Any] | None = None
@@ -144,7 +149,8 @@ class RateLimits(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         actor = broker.get_actor(message.actor_name)
-        text = option(message, actor, "rate_limit")
+        text = self.override(actor.actor_name) if self.override is not None else None
+        text = text or option(message, actor, "rate_limit")
         if text is None:
             return
         try:

@@ -33,6 +33,7 @@ from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Retries
 
 from app.middleware import RedisUnavailable
+from app.middleware.deadlines import MessageRevoked
 
 #: What an unreachable Redis (or broker) raises; anything else refuses the retry for good.
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError, RedisUnavailable)
@@ -51,7 +52,8 @@ class RetryNotEnqueued(Exception):
 class DurableRetries(Retries):
     """Dramatiq's ``Retries`` (the same options), trying a retry's enqueue again while Redis
     is unreachable, and failing a message whose retry never went rather than letting it be
-    acked."""
+    acked. A message an operator revoked while it ran (``MessageRevoked``) is not retried: it
+    is acknowledged."""
 
     def __init__(
         self, *, every_ms: int = EVERY_MS, patience_ms: int = PATIENCE_MS, **kwargs: Any
@@ -82,6 +84,9 @@ class DurableRetries(Retries):
         exception: BaseException | None = None,
     ) -> None:
         self._last_delay.ms = None
+        if isinstance(exception, MessageRevoked):
+            self.logger.info("Message %r was revoked as it ran: no retry.", message.message_id)
+            return
         try:
             super().after_process_message(broker, message, result=result, exception=exception)
         except Exception as error:

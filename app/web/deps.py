@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from app.db.session import new_session
@@ -17,9 +17,12 @@ MAX_ID = 2**63 - 1
 
 
 class ErrorOut(BaseModel):
-    """An error as every endpoint answers it: what went wrong, in a sentence."""
+    """An error as every endpoint answers it: RFC 9457 problem details (``app.web.errors``)."""
 
-    detail: str
+    type: str = Field("about:blank", description="Always about:blank: the status says it all.")
+    title: str = Field(description="The status's reason phrase: 'Not Found'.")
+    status: int = Field(description="The HTTP status code, repeated.")
+    detail: str = Field(description="What went wrong, in a sentence.")
 
 
 def get_session() -> Iterator[Session]:

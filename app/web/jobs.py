@@ -1,26 +1,30 @@
 """The asynchronous API: start a provider refresh, then poll its job.
 
 ``POST /api/accounts/{account_id}/refresh`` answers at once with the job and a ``Location``
-to poll: 202 when it started a refresh, 200 with the running job when one is already active
-(a client that retries its POST gets the same job, not a second refresh). ``GET
-/api/jobs/{job_id}`` shows status, progress and, once failed, why. Errors carry a readable
-``detail``: 404 for an unknown account or job, 409 for a blocked account, 422 for a malformed
-or out-of-range id, 503 when the job is recorded but the queue cannot be reached (the outbox
-relay starts it once the queue answers).
+to poll: 202 when it started a refresh, with a ``Retry-After`` for the first poll; 200 with the
+running job when one is already active (a client that retries its POST gets the same job, not
+a second refresh). ``GET /api/jobs/{job_id}`` shows status, progress and, once failed, why;
+``GET /api/jobs`` lists the jobs, most recently updated first, a page at a time
+(``app.web.pages``). Errors carry a readable ``detail``: 404 for an unknown account or job, 409
+for a blocked account, 400 for a malformed cursor, 422 for a malformed or out-of-range id, 503
+when the job is recorded but the queue cannot be reached (the outbox relay starts it once the
+queue answers).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import and_, or_, select
 
-from app.db.models import Job
+from app.db.models import Job, JobStatus
 from app.outbox import send_failure
 from app.web.deps import MAX_ID, ErrorOut, SessionDep
+from app.web.pages import BAD_CURSOR_RESPONSE, Cursor, Limit, Page, decode_cursor, page_of
 from pipelines import refresh
 
 router = APIRouter(prefix="/api", tags=["refresh jobs"])
@@ -49,19 +53,38 @@ class JobOut(BaseModel):
 #: relay that sends the recorded message runs every minute.
 QUEUE_DOWN_RETRY_AFTER_S = 60
 
+#: Seconds a client is told to wait before it first polls a job it just started: the provider
+#: takes seconds to refresh, and a poll sooner only finds the job still queued.
+FIRST_POLL_AFTER_S = 2
+
+_LOCATION = {"description": "Where to poll the job.", "schema": {"type": "string"}}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before polling (or retrying).",
+    "schema": {"type": "integer"},
+}
+
 
 @router.post(
     "/accounts/{account_id}/refresh",
     status_code=202,
     response_model=JobOut,
     responses={
-        200: {"model": JobOut, "description": "A refresh is already active: that job."},
+        202: {
+            "description": "A refresh started: the new job.",
+            "headers": {"Location": _LOCATION, "Retry-After": _RETRY_AFTER},
+        },
+        200: {
+            "model": JobOut,
+            "description": "A refresh is already active: that job.",
+            "headers": {"Location": _LOCATION},
+        },
         404: {"model": ErrorOut, "description": "No such account."},
         409: {"model": ErrorOut, "description": "The account is blocked."},
         503: {
             "model": ErrorOut,
             "description": "The job is recorded (see Location) but the queue is unreachable; "
             "it starts once the queue answers.",
+            "headers": {"Location": _LOCATION, "Retry-After": _RETRY_AFTER},
         },
     },
 )
@@ -91,7 +114,46 @@ def refresh_account(
         )
     response.status_code = 202 if created else 200
     response.headers["Location"] = location
+    if created:
+        response.headers["Retry-After"] = str(FIRST_POLL_AFTER_S)
     return JobOut.of(job)
+
+
+@router.get("/jobs", response_model=Page[JobOut], responses=BAD_CURSOR_RESPONSE)
+def list_jobs(
+    session: SessionDep,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[JobOut]:
+    """Jobs, most recently updated first, a page at a time.
+
+    A job that changes while a client pages moves to the front: a new first page shows it.
+    """
+    query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Job.status == status)
+    after = decode_cursor(cursor, _job_key)
+    if after is not None:
+        updated_at, job_id = after
+        query = query.where(
+            or_(Job.updated_at < updated_at, and_(Job.updated_at == updated_at, Job.id < job_id))
+        )
+    jobs, next_cursor = page_of(
+        session.scalars(query).all(), limit, lambda job: [job.updated_at.isoformat(), job.id]
+    )
+    return Page[JobOut](items=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
+
+
+def _job_key(key: Any) -> tuple[dt.datetime, str]:
+    """A job cursor's key: the last job's ``updated_at`` (aware) and id."""
+    updated_at, job_id = key
+    if not isinstance(updated_at, str) or not isinstance(job_id, str):
+        raise TypeError(f"not a job's key: {key!r}")
+    moment = dt.datetime.fromisoformat(updated_at)
+    if moment.tzinfo is None:
+        raise ValueError(f"a naive timestamp: {updated_at!r}")
+    return moment, str(uuid.UUID(job_id))
 
 
 @router.get(

@@ -23,7 +23,6 @@ from dramatiq.middleware import MiddlewareError
 from app.db.models import Job, JobStatus, ProviderAccount, utcnow
 from app.db.session import transaction
 from app.local.ports import free_port
-from app.redis_client import get_redis
 from sandbox.app import create_app
 from sandbox.config import SandboxConfig
 
@@ -106,15 +105,6 @@ def sent(stub_broker: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, i
 
 def sent_to(records: list[tuple[Any, int | None]], actor_name: str) -> list[tuple[Any, int | None]]:
     return [(message, delay) for message, delay in records if message.actor_name == actor_name]
-
-
-@pytest.fixture
-def redis_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``REDIS_URL`` at the test session's own Redis (the insights debounce keys live there)."""
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    get_redis.cache_clear()
-    yield redis_url
-    get_redis.cache_clear()
 
 
 @pytest.fixture

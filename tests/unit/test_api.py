@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from http import HTTPStatus
 
 import pytest
 import redis
@@ -21,6 +22,12 @@ pytest_plugins = ["tests.support.refresh_fixtures"]  # its fixtures: sandbox, ac
 #: One past the largest id a table holds (a signed 64-bit integer), and what a 422 says of it.
 OUT_OF_RANGE_ID = 2**63
 AT_MOST_THE_LARGEST_ID = "less than or equal to 9223372036854775807"
+
+
+def problem(status: int, detail: str) -> dict[str, object]:
+    """The problem details (RFC 9457) the API answers an error with."""
+    title = HTTPStatus(status).phrase
+    return {"type": "about:blank", "title": title, "status": status, "detail": detail}
 
 
 @pytest.fixture
@@ -58,7 +65,8 @@ def test_an_unknown_account_is_a_404_that_says_so(client):
     response = client.post("/api/accounts/999/refresh")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "account 999 does not exist"}
+    assert response.json() == problem(404, "account 999 does not exist")
+    assert response.headers["Content-Type"] == "application/problem+json"
 
 
 def test_a_blocked_account_is_a_409_that_says_so(client, account, stub_broker):
@@ -68,7 +76,8 @@ def test_a_blocked_account_is_a_409_that_says_so(client, account, stub_broker):
     response = client.post(f"/api/accounts/{account.id}/refresh")
 
     assert response.status_code == 409
-    assert response.json() == {"detail": f"account {account.id} is blocked; it cannot be refreshed"}
+    blocked = f"account {account.id} is blocked; it cannot be refreshed"
+    assert response.json() == problem(409, blocked)
     assert stub_broker.queues["sync"].qsize() == 0
 
 
@@ -78,7 +87,7 @@ def test_an_unknown_job_is_a_404_that_says_so(client):
     response = client.get(f"/api/jobs/{job_id}")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": f"job {job_id} does not exist"}
+    assert response.json() == problem(404, f"job {job_id} does not exist")
 
 
 @pytest.mark.parametrize(
@@ -99,9 +108,13 @@ def test_a_malformed_id_is_a_422_naming_the_parameter(client, method, path, fiel
     response = getattr(client, method)(path)
 
     assert response.status_code == 422
-    (problem,) = response.json()["detail"]
-    assert problem["loc"] == ["path", field]
-    assert words in problem["msg"]
+    body = response.json()
+    assert (body["title"], body["status"]) == (HTTPStatus(422).phrase, 422)
+    assert body["detail"].startswith(f"the request is not valid: path parameter {field}: ")
+    assert words in body["detail"]
+    (error,) = body["errors"]
+    assert error["loc"] == ["path", field]
+    assert words in error["msg"]
 
 
 @pytest.mark.parametrize(
@@ -119,7 +132,7 @@ def test_the_largest_id_is_looked_up_and_not_found(client, stub_broker, method, 
     response = getattr(client, method)(path)
 
     assert response.status_code == 404
-    assert response.json() == {"detail": detail}
+    assert response.json() == problem(404, detail)
 
 
 def test_a_body_where_none_is_expected_is_ignored(client, account, stub_broker):
@@ -158,10 +171,11 @@ def test_a_refresh_while_redis_is_down_is_a_503_and_the_relay_starts_it_later(
     assert response.status_code == 503
     location = response.headers["Location"]
     job_id = location.rsplit("/", 1)[1]
-    assert response.json() == {
-        "detail": f"job {job_id} is recorded, but the queue could not be reached "
-        "(ConnectionError); it starts once the queue answers"
-    }
+    assert response.json() == problem(
+        503,
+        f"job {job_id} is recorded, but the queue could not be reached "
+        "(ConnectionError); it starts once the queue answers",
+    )
     assert response.headers["Retry-After"] == "60"
     assert client.get(location).json()["status"] == "queued"
     assert stub_broker.queues["sync"].qsize() == 0
@@ -190,9 +204,9 @@ def test_an_unreachable_database_is_a_503_that_says_so(client, monkeypatch):
     response = client.get(f"/api/jobs/{uuid.uuid4()}")
 
     assert response.status_code == 503
-    assert response.json() == {
-        "detail": "the database is unavailable (OperationalError); try again shortly"
-    }
+    assert response.json() == problem(
+        503, "the database is unavailable (OperationalError); try again shortly"
+    )
     assert response.headers["Retry-After"] == "30"
 
 

@@ -29,11 +29,11 @@ def test_queues_lists_every_declared_queue_with_its_dead_letters(dead_letters):
     as_text = fintask("queues")
 
     assert as_json.exit_code == 0, as_json.output
-    by_queue = {q["queue_name"]: q for q in json.loads(as_json.output)["queues"]}
+    by_queue = {q["queue_name"]: q for q in json.loads(as_json.output)["items"]}
     assert {"maintenance", "fraud", "emails", "urgent_notifications"} <= set(by_queue)
     # every queue the broker the command built declares, once each, under its canonical name
     declared = canonical_queue_names(dramatiq.get_broker().get_declared_queues())
-    assert [q["queue_name"] for q in json.loads(as_json.output)["queues"]] == declared
+    assert [q["queue_name"] for q in json.loads(as_json.output)["items"]] == declared
     assert by_queue["maintenance"]["dead"] == 1
     assert json.loads(as_json.output)["consumers_alive"] == 0
     assert as_text.exit_code == 0, as_text.output
@@ -49,7 +49,7 @@ def test_dlq_list_and_show_find_the_dead_letter_by_its_message_id(dead_letters):
     text = fintask("dlq", "show", message_id)
 
     assert listed.exit_code == 0, listed.output
-    assert [d["message_id"] for d in json.loads(listed.output)] == [message_id]
+    assert [d["message_id"] for d in json.loads(listed.output)["items"]] == [message_id]
     assert shown.exit_code == 0, shown.output
     details = json.loads(shown.output)
     assert (details["actor_name"], details["message"]["args"]) == ("explode_maintenance", [7])
@@ -149,8 +149,8 @@ def test_jobs_counts_every_status_and_filters_by_one(jobs):
     assert everything.exit_code == 0, everything.output
     counts = json.loads(everything.output)["counts"]
     assert counts == {"queued": 0, "polling": 1, "running": 0, "done": 0, "failed": 1}
-    assert [job["id"] for job in json.loads(failed.output)["jobs"]] == [jobs[1]]
-    assert json.loads(failed.output)["jobs"][0]["error"] == "provider down"
+    assert [job["id"] for job in json.loads(failed.output)["items"]] == [jobs[1]]
+    assert json.loads(failed.output)["items"][0]["error"] == "provider down"
 
 
 def test_jobs_as_a_table_and_an_unknown_status_is_refused(jobs):
@@ -162,3 +162,16 @@ def test_jobs_as_a_table_and_an_unknown_status_is_refused(jobs):
     assert jobs[0] in table.output
     assert bad.exit_code == 2
     assert "'lost' is not a job status" in bad.output
+
+
+def test_dlq_requeue_exits_non_zero_when_nothing_was_requeued(dead_letters):
+    nothing = fintask("dlq", "requeue", "--all", "--json")
+
+    assert nothing.exit_code == 1
+    assert json.loads(nothing.output)["requeued"] == 0
+
+
+def test_fintask_says_its_version():
+    answer = fintask("--version")
+    assert answer.exit_code == 0
+    assert answer.output.strip() == "fintask 0.1.0"

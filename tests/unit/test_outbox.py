@@ -361,7 +361,7 @@ def test_fintask_outbox_lists_failed_rows_with_their_reason(database, stub_broke
     assert as_json.exit_code == 0, as_json.output
     listed = json.loads(as_json.output)
     assert (listed["unsent"], listed["failed"]) == (1, 1)
-    (row,) = listed["failed_messages"]
+    (row,) = listed["items"]
     assert (row["message_id"], row["actor_name"], row["queue_name"]) == (
         unknown,
         "retired_actor",

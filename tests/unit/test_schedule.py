@@ -13,9 +13,10 @@ import pytest
 
 from app.house_rules import house_rule_problems
 from app.middleware.ticks import TICK_TTL_S
+from app.schedule_control import RunRequest
 from scheduler.cron import ONE_MINUTE, CronSpec, ScheduleError, next_tick, parse_spec
 from scheduler.jobs import Schedule, every
-from scheduler.render import render_schedule, schedule_data
+from scheduler.render import ScheduleLive, render_schedule, schedule_data
 from scheduler.schedule import SCHEDULE
 from tests.support.scheduler_actors import declare_noop_actor
 
@@ -189,42 +190,76 @@ def test_the_schedule_is_data_with_next_runs_in_utc(declare):
     )
     now = dt.datetime(2024, 6, 1, 7, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))  # 05:30 UTC
 
-    # When it is read as data
-    rows = schedule_data(
-        now, schedule, last_sent={"daily": dt.datetime(2024, 5, 31, 6, tzinfo=dt.UTC)}
+    # with its state in Redis: the daily job sent yesterday, paused, and asked to run now
+    request = RunRequest("daily", "r-1", dt.datetime(2024, 6, 1, 5, 29, tzinfo=dt.UTC), "cli:ada")
+    live = ScheduleLive(
+        last_sent={"daily": dt.datetime(2024, 5, 31, 6, tzinfo=dt.UTC)},
+        paused=frozenset({"daily"}),
+        pending=[request],
     )
 
-    # Then each job comes with its next run in UTC, soonest first
+    # When it is read as data
+    rows = schedule_data(now, schedule, live=live)
+
+    # Then each job comes with its next run in UTC (RFC 3339), soonest first, and its state
     assert [row.as_dict() for row in rows] == [
         {
             "name": "daily",
             "queue": "scheduler_test",
             "spec": "0 6 * * *",
             "catch_up": True,
-            "next_run": "2024-06-01T06:00:00+00:00",
-            "last_sent": "2024-05-31T06:00:00+00:00",
+            "next_run": "2024-06-01T06:00:00.000Z",
+            "last_sent": "2024-05-31T06:00:00.000Z",
+            "paused": True,
+            "run_requests": [
+                {
+                    "job": "daily",
+                    "request_id": "r-1",
+                    "requested_at": "2024-06-01T05:29:00.000Z",
+                    "requested_by": "cli:ada",
+                }
+            ],
         },
         {
             "name": "hourly",
             "queue": "scheduler_test",
             "spec": "5 * * * *",
             "catch_up": False,
-            "next_run": "2024-06-01T06:05:00+00:00",
+            "next_run": "2024-06-01T06:05:00.000Z",
             "last_sent": None,
+            "paused": False,
+            "run_requests": [],
         },
     ]
 
 
+def test_without_redis_the_schedules_state_is_unknown_not_empty(declare):
+    schedule = Schedule(every("5 * * * *", run=declare("hourly")))
+
+    (row,) = schedule_data(SATURDAY, schedule)
+
+    assert (row.last_sent, row.paused, row.run_requests) == (None, None, None)
+
+
 def test_the_schedule_renders_as_a_table(declare):
-    hourly = declare("hourly")
-    schedule = Schedule(every("5 * * * *", run=hourly))
+    hourly, daily = declare("hourly"), declare("daily")
+    schedule = Schedule(every("5 * * * *", run=hourly), every("0 6 * * *", run=daily))
+    request = RunRequest("daily", "r-1", SATURDAY, "cli:ada")
+    live = ScheduleLive(last_sent={}, paused=frozenset({"hourly"}), pending=[request])
 
-    table = render_schedule(SATURDAY, schedule)
-
-    assert table.splitlines() == [
-        "job     queue           cron (UTC)  catch up  next run (UTC)    last sent (UTC)",
-        "hourly  scheduler_test  5 * * * *   no        2024-06-01 00:05  -",
+    assert render_schedule(SATURDAY, schedule, live=live).splitlines() == [
+        "job     queue           cron (UTC)  catch up  next run (UTC)    last sent (UTC)  paused  "
+        "run now",
+        "hourly  scheduler_test  5 * * * *   no        2024-06-01 00:05  -                yes     "
+        "-",
+        "daily   scheduler_test  0 6 * * *   no        2024-06-01 06:00  -                no      "
+        "1 waiting",
+        "run-now request r-1 of daily: asked by cli:ada at 2024-06-01T00:00:00.000Z, not yet "
+        "taken by a scheduler",
     ]
+    assert render_schedule(SATURDAY, schedule).splitlines()[1] == (
+        "hourly  scheduler_test  5 * * * *   no        2024-06-01 00:05  ?                ?       ?"
+    )
 
 
 def test_fintasks_schedule_renders_every_job():

@@ -1,4 +1,4 @@
-"""`fintask schedule` shows every job with its spec, next run and last sent tick."""
+"""`fintask schedule` shows every job with its spec, next run, last sent tick and pause."""
 
 from __future__ import annotations
 
@@ -21,10 +21,13 @@ def test_the_schedule_lists_every_job_as_json(redis_url, monkeypatch):
         get_redis.cache_clear()
 
     assert result.exit_code == 0, result.output
-    rows = {row["name"]: row for row in json.loads(result.output)}
+    listing = json.loads(result.output)
+    assert listing["next_cursor"] is None
+    rows = {row["name"]: row for row in listing["items"]}
     assert set(rows) == {job.name for job in SCHEDULE}
     assert rows["start_weekly_report"]["spec"] == "0 7 * * 1"
     assert rows["send_daily_digests"]["catch_up"] is True
+    assert rows["send_daily_digests"]["paused"] is False
 
 
 def test_the_schedule_still_shows_when_redis_is_down(monkeypatch):
@@ -38,5 +41,8 @@ def test_the_schedule_still_shows_when_redis_is_down(monkeypatch):
         get_redis.cache_clear()
 
     assert result.exit_code == 0
-    assert "last sent ticks unknown: Redis did not answer" in result.stderr
+    assert (
+        "last sent ticks, pauses and run-now requests unknown: Redis did not answer"
+        in result.stderr
+    )
     assert "start_weekly_report" in result.stdout

@@ -48,9 +48,9 @@ class ClaimsBehindAnOutage(TickClaims):
         super().__init__(client)
         self.outage = outage
 
-    def claim(self, actor_name: str, tick: str, message_id: str) -> bool:
+    def claim(self, actor_name: str, tick: str, message_id: str, *, scheduled: bool = True) -> bool:
         self.outage.check()
-        return super().claim(actor_name, tick, message_id)
+        return super().claim(actor_name, tick, message_id, scheduled=scheduled)
 
     def last_ticks(self, actor_names: Iterable[str]) -> dict[str, dt.datetime | None]:
         self.outage.check()
@@ -92,7 +92,7 @@ def test_a_tick_due_while_redis_is_down_is_sent_once_when_it_answers(
 
     # When 09:31 comes due during the outage, and is tried again while it lasts
     clock.advance(minutes=1)
-    during = [scheduler.wake(), *(clock.advance(seconds=2) or scheduler.retry() for _ in range(3))]
+    during = [scheduler.wake(), *(clock.advance(seconds=2) or scheduler.poll() for _ in range(3))]
 
     # Then it is kept, said once in one line, and nothing is sent
     assert [outcomes(sent) for sent in during] == [[("09:31", TickOutcome.PENDING)]] * 4
@@ -109,9 +109,9 @@ def test_a_tick_due_while_redis_is_down_is_sent_once_when_it_answers(
     # And when Redis answers again, the next retry sends it, once, with the message built at 09:31
     outage.down = False
     clock.advance(seconds=2)
-    assert outcomes(scheduler.retry()) == [("09:31", TickOutcome.SENT)]
+    assert outcomes(scheduler.poll()) == [("09:31", TickOutcome.SENT)]
     assert scheduler.pending == 0
-    assert scheduler.retry() == []
+    assert scheduler.poll() == []
     assert queued_ticks(stub_broker) == {
         "2024-06-03T09:30:00+00:00": 1,
         "2024-06-03T09:31:00+00:00": 1,
@@ -138,7 +138,7 @@ def test_ticks_kept_through_a_long_outage_go_out_oldest_first_and_once_each(
     # When Redis answers again
     outage.down = False
     clock.advance(seconds=30)
-    sent = scheduler.retry()
+    sent = scheduler.poll()
 
     # Then the three ticks of the outage are sent in order, and 09:34 as usual after them
     assert outcomes(sent) == [(f"09:3{m}", TickOutcome.SENT) for m in (1, 2, 3)]
@@ -162,7 +162,7 @@ def test_a_claim_that_went_through_before_the_send_failed_is_the_retrys_own(
 
     # When Redis answers again and the tick is retried
     monkeypatch.setattr(stub_broker, "enqueue", enqueue)
-    sent = scheduler.retry()
+    sent = scheduler.poll()
 
     # Then the retry finds the claim its own and sends the tick, not "already sent"
     assert outcomes(sent) == [("09:30", TickOutcome.SENT)]
@@ -184,7 +184,7 @@ def test_two_schedulers_holding_one_tick_through_an_outage_send_it_once(
 
     # When Redis answers and both retry
     outage.down = False
-    results = [s.outcome for scheduler in schedulers for s in scheduler.retry()]
+    results = [s.outcome for scheduler in schedulers for s in scheduler.poll()]
 
     # Then one sends it and the other finds it taken
     assert results == [TickOutcome.SENT, TickOutcome.TAKEN]
@@ -206,7 +206,7 @@ def test_a_tick_still_unsent_when_its_max_age_runs_out_is_dropped_saying_so(
     # When Redis answers only after the job's max_age (ten minutes)
     clock.advance(minutes=10)
     outage.down = False
-    sent = scheduler.retry()
+    sent = scheduler.poll()
 
     # Then the tick is dropped, not sent late, and the log says why
     assert outcomes(sent) == [("09:30", TickOutcome.EXPIRED)]
@@ -243,8 +243,10 @@ def test_while_ticks_are_kept_the_scheduler_retries_every_few_seconds(
             outage.down = False  # Redis is back for the third retry
         return len(waits) == 5
 
-    # When it runs until the fifth wait
-    TickScheduler(every_minute, claims=claims, clock=clock, wait=wait, retry_ms=2_000).run_forever()
+    # When it runs until the fifth wait, looking for run-now requests only at the minute
+    TickScheduler(
+        every_minute, claims=claims, clock=clock, wait=wait, retry_ms=2_000, poll_ms=60_000
+    ).run_forever()
 
     # Then it waited 2 s between retries while 09:30 was kept, then for the next minute
     assert waits[:3] == [2.0, 2.0, 2.0]

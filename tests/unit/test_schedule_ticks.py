@@ -95,19 +95,46 @@ def test_two_schedulers_send_each_tick_of_each_job_once(client, stub_broker):
     assert outcomes == {TickOutcome.SENT: 10, TickOutcome.TAKEN: 10}
 
 
-def test_a_scheduler_waits_for_the_next_minute_and_stops_when_asked(client, stub_broker):
+def test_a_scheduler_wakes_at_each_minute_and_stops_when_asked(client, stub_broker):
+    clock = Clock(START)
     waits: list[float] = []
 
     def wait(seconds: float) -> bool:
         waits.append(seconds)
-        return True  # stop after the first minute
+        clock.advance(seconds=seconds)
+        return True  # stop after the first wait
 
-    scheduler = TickScheduler(SCHEDULE, claims=TickClaims(client), clock=Clock(START), wait=wait)
+    scheduler = TickScheduler(
+        SCHEDULE, claims=TickClaims(client), clock=clock, wait=wait, poll_ms=60_000
+    )
 
     scheduler.run_forever()
 
     assert waits == [pytest.approx(20.05)]  # 09:29:40 -> 09:30:00, plus the margin
     assert set(ticks_queued(stub_broker)) == {(job.name, tick(9, 29)) for job in SCHEDULE}
+
+
+def test_between_minutes_a_scheduler_looks_for_run_now_requests_every_two_seconds(
+    client, stub_broker
+):
+    # Given a scheduler started at 09:29:41 whose wait moves its clock
+    clock = Clock(START + dt.timedelta(seconds=1))
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        clock.advance(seconds=seconds)
+        return len(waits) == 11
+
+    # When it runs until 09:30:02
+    TickScheduler(SCHEDULE, claims=TickClaims(client), clock=clock, wait=wait).run_forever()
+
+    # Then it waited 2 s at a time, except the last wait before the minute, which ended on it
+    # (plus the margin): 09:30 was sent when due, as if it had slept the whole minute
+    assert waits == [pytest.approx(2.0)] * 9 + [pytest.approx(1.05), pytest.approx(2.0)]
+    assert set(ticks_queued(stub_broker)) == {
+        (job.name, minute) for job in SCHEDULE for minute in (tick(9, 29), tick(9, 30))
+    }
 
 
 # Missed ticks

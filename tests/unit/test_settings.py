@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import pytest
 
 from app.settings import (
     CONFIGURATION_ERROR_EXIT,
+    RUN_FILE_NAME,
     SettingsError,
     exit_on_settings_error,
     load_settings,
@@ -33,9 +36,15 @@ def test_heroku_style_postgres_url_gets_the_psycopg_driver():
     assert settings.database_url == "postgresql+psycopg://u:p@db.internal:5432/fintask"
 
 
-def test_values_are_stripped_and_a_blank_variable_counts_as_unset():
+def test_values_are_stripped_and_a_blank_variable_counts_as_unset(tmp_path):
     settings = load_settings(
-        {"REDIS_URL": "  ", "LOG_FORMAT": " JSON ", "REFRESH_DEADLINE_S": "2.5", "SMTP_URL": ""}
+        {
+            "FINTASK_VAR_DIR": str(tmp_path),  # no `fintask run` there whose Redis it would find
+            "REDIS_URL": "  ",
+            "LOG_FORMAT": " JSON ",
+            "REFRESH_DEADLINE_S": "2.5",
+            "SMTP_URL": "",
+        }
     )
 
     assert settings.redis_url is None
@@ -183,3 +192,55 @@ def test_an_entry_point_stopped_by_a_bad_setting_prints_one_line_and_exits(capsy
     assert capsys.readouterr().err == (
         "configuration error: LOG_FORMAT='xml': expected one of text, json\n"
     )
+
+
+def _run_file(var_dir, **record) -> None:
+    """A run file as a running ``fintask run`` writes it."""
+    (var_dir / RUN_FILE_NAME).write_text(json.dumps(record))
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_without_redis_url_the_redis_of_a_live_fintask_run_of_the_var_dir_is_used(tmp_path):
+    _run_file(tmp_path, pid=os.getpid(), redis_url="redis://127.0.0.1:41234/0")
+
+    settings = load_settings({"FINTASK_VAR_DIR": str(tmp_path), "REDIS_URL": " "})
+
+    assert settings.redis_url == "redis://127.0.0.1:41234/0"
+
+
+def test_an_explicit_redis_url_wins_over_a_running_stacks(tmp_path):
+    _run_file(tmp_path, pid=os.getpid(), redis_url="redis://127.0.0.1:41234/0")
+
+    settings = load_settings(
+        {"FINTASK_VAR_DIR": str(tmp_path), "REDIS_URL": "redis://redis.internal:6379/2"}
+    )
+
+    assert settings.redis_url == "redis://redis.internal:6379/2"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(lambda: {"pid": _dead_pid(), "redis_url": "redis://127.0.0.1:1/0"}, id="dead"),
+        pytest.param(lambda: {"pid": 2**70, "redis_url": "redis://127.0.0.1:1/0"}, id="no pid"),
+        pytest.param(lambda: {"pid": "1", "redis_url": "redis://127.0.0.1:1/0"}, id="a text pid"),
+        pytest.param(lambda: {"pid": os.getpid(), "redis_url": "http://x"}, id="not redis"),
+        pytest.param(lambda: {"pid": os.getpid()}, id="no url"),
+        pytest.param(lambda: [os.getpid()], id="not an object"),
+    ],
+)
+def test_a_stale_or_foreign_run_file_is_ignored(tmp_path, content):
+    (tmp_path / RUN_FILE_NAME).write_text(json.dumps(content()))
+
+    assert load_settings({"FINTASK_VAR_DIR": str(tmp_path)}).redis_url is None
+
+
+def test_a_half_written_run_file_is_ignored(tmp_path):
+    (tmp_path / RUN_FILE_NAME).write_text('{"pid": ')
+
+    assert load_settings({"FINTASK_VAR_DIR": str(tmp_path)}).redis_url is None

@@ -1,0 +1,209 @@
+"""The control plane's HTTP API (``app.web.control``): what each role may do, what each action
+changes in the test's own Redis, and a readable 4xx for every bad input."""
+
+from __future__ import annotations
+
+import dramatiq
+import pytest
+import redis
+from dramatiq import Message
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from app import control_state
+from app.control import tokens
+from app.db.session import transaction
+from app.redis_client import get_redis
+from app.wakeup_broker import WakeupRedisBroker
+from app.web import control
+from app.web.errors import install_error_handlers
+
+#: A queue and an actor every fintask process declares.
+QUEUE = "maintenance"
+
+
+@pytest.fixture
+def api(database: Engine, redis_env: str) -> TestClient:
+    app = FastAPI()
+    app.include_router(control.router)
+    install_error_handlers(app)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def token(role: str) -> dict[str, str]:
+    with transaction() as session:
+        secret, _ = tokens.create_token(session, name=f"{role}-token", role=role)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def viewer(api) -> dict[str, str]:
+    return token("viewer")
+
+
+@pytest.fixture
+def operator(api) -> dict[str, str]:
+    return token("operator")
+
+
+def an_actor_of(queue_name: str) -> str:
+    broker = dramatiq.get_broker()
+    return next(
+        n for n in broker.get_declared_actors() if broker.get_actor(n).queue_name == queue_name
+    )
+
+
+def enqueue(redis_url: str, count: int) -> list[str]:
+    producer = WakeupRedisBroker(url=redis_url, middleware=[])
+    actor_name = an_actor_of(QUEUE)
+    ids = [producer.enqueue(Message(QUEUE, actor_name, (), {"user_id": 7}, {})).message_id
+           for _ in range(count)]  # fmt: skip
+    producer.client.close()
+    return ids
+
+
+def test_a_viewer_reads_the_queues_and_their_messages_page_by_page(api, viewer, redis_url):
+    sent = enqueue(redis_url, 3)
+
+    queues = api.get("/api/queues", headers=viewer)
+    first = api.get(f"/api/queues/{QUEUE}/messages?limit=2", headers=viewer)
+    second = api.get(
+        f"/api/queues/{QUEUE}/messages?limit=2&cursor={first.json()['next_cursor']}",
+        headers=viewer,
+    )
+
+    assert queues.status_code == 200
+    row = next(q for q in queues.json()["items"] if q["queue_name"] == QUEUE)
+    assert (row["ready"], row["paused"]) == (3, False)
+    listed = [m["message_id"] for m in first.json()["items"] + second.json()["items"]]
+    assert listed == sent
+    assert second.json()["next_cursor"] is None
+    assert first.json()["items"][0]["kwargs"] == {"user_id": 7}
+    found = api.get(f"/api/messages/{sent[1]}", headers=viewer)
+    assert (found.status_code, found.json()["state"]) == (200, "ready")
+
+
+def test_a_viewer_may_not_act(api, viewer):
+    answer = api.post(f"/api/queues/{QUEUE}/pause", headers=viewer)
+    assert answer.status_code == 403
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_an_operator_pauses_and_resumes_a_queue_and_each_is_audited(api, operator, client):
+    paused = api.post(f"/api/queues/{QUEUE}/pause", headers=operator)
+    assert paused.json() == {"queue_name": QUEUE, "paused": True, "changed": True}
+    assert control_state.read_state(client).paused == {QUEUE}
+    listed = api.get("/api/queues", headers=operator).json()["items"]
+    assert next(q for q in listed if q["queue_name"] == QUEUE)["paused"] is True
+
+    api.post(f"/api/queues/{QUEUE}/resume", headers=operator)
+    assert control_state.read_state(client).paused == frozenset()
+    audit = api.get("/api/audit", headers=operator).json()["items"]
+    assert [(e["action"], e["target"], e["who"]) for e in audit][:2] == [
+        ("queue.resume", QUEUE, "token:operator-token"),
+        ("queue.pause", QUEUE, "token:operator-token"),
+    ]
+
+
+def test_a_purge_needs_the_queues_name_and_removes_only_ready_messages(
+    api, operator, redis_url, client: redis.Redis
+):
+    enqueue(redis_url, 4)
+
+    refused = api.post(f"/api/queues/{QUEUE}/purge", json={"confirm": "emails"}, headers=operator)
+    assert refused.status_code == 400
+    assert "confirm must be the queue's name" in refused.json()["detail"]
+    assert client.llen(f"dramatiq:{QUEUE}") == 4
+
+    purged = api.post(f"/api/queues/{QUEUE}/purge", json={"confirm": QUEUE}, headers=operator)
+    assert purged.json() == {"queue_name": QUEUE, "purged": 4}
+    assert client.llen(f"dramatiq:{QUEUE}") == client.hlen(f"dramatiq:{QUEUE}.msgs") == 0
+
+
+def test_cancel_removes_a_ready_message_and_a_dry_run_only_counts(api, operator, redis_url, client):
+    first, *_ = enqueue(redis_url, 3)
+    actor_name = an_actor_of(QUEUE)
+
+    cancelled = api.post(f"/api/messages/{first}/cancel", json={"mode": "soft"}, headers=operator)
+    assert cancelled.json() == {"message_id": first, "state": "ready", "removed": True,
+                                "revoked": True}  # fmt: skip
+    counted = api.post(
+        f"/api/actors/{actor_name}/cancel", json={"arguments": {"user_id": 7}}, headers=operator
+    )
+    assert counted.json() == {"actor_name": actor_name, "count": 2, "dry_run": True}
+    assert client.llen(f"dramatiq:{QUEUE}") == 2
+    assert first in control_state.read_state(client).revoked
+
+
+def test_a_runtime_rate_limit_is_shown_beside_the_declared_one(api, operator, client):
+    actor_name = an_actor_of(QUEUE)
+    put = api.put(f"/api/actors/{actor_name}/rate-limit", json={"rate": "5 / s"}, headers=operator)
+    assert put.status_code == 200
+    assert put.json()["override"] == put.json()["effective"] == "5/s"
+    assert control_state.read_state(client).limits == {actor_name: "5/s"}
+    listed = api.get("/api/limits", headers=operator).json()["items"]
+    assert {"actor_name": actor_name, "override": "5/s"}.items() <= next(
+        v for v in listed if v["actor_name"] == actor_name
+    ).items()
+    removed = api.delete(f"/api/actors/{actor_name}/rate-limit", headers=operator)
+    assert removed.json() == {"actor_name": actor_name, "changed": True}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "words"),
+    [
+        ("get", "/api/queues/nope/messages", None, 404, "'nope' is not a queue of fintask"),
+        ("get", "/api/messages/0000", None, 404, "no message 0000"),
+        ("post", "/api/messages/0000/cancel", None, 404, "no message 0000"),
+        ("post", "/api/queues/nope/pause", None, 404, "'nope' is not a queue"),
+        ("put", "/api/actors/nope/rate-limit", {"rate": "5/s"}, 404, "'nope' is not an actor"),
+        ("put", "/api/actors/{actor}/rate-limit", {"rate": "fast"}, 422, "is not a rate"),
+        ("get", f"/api/queues/{QUEUE}/messages?cursor=bogus", None, 400, "cursor"),
+        ("get", "/api/workers?cursor=bogus", None, 400, "cursor"),
+        ("get", "/api/audit?cursor=bogus", None, 400, "cursor"),
+        ("get", f"/api/queues/{QUEUE}/messages?state=lost", None, 422, "state"),
+    ],
+)
+def test_every_bad_input_is_a_readable_problem(api, operator, method, path, body, status, words):
+    path = path.replace("{actor}", an_actor_of(QUEUE))
+    answer = api.request(method.upper(), path, json=body, headers=operator)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert words in answer.json()["detail"]
+
+
+def test_no_token_is_a_401(api):
+    answer = api.get("/api/workers")
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_an_operator_pauses_and_runs_a_periodic_job(api, operator, viewer, client):
+    from app import schedule_control
+    from scheduler.render import default_schedule
+
+    job = next(iter(default_schedule())).name
+    listed = api.get("/api/schedule", headers=viewer).json()["items"]
+    assert {row["name"]: row["paused"] for row in listed}[job] is False
+
+    assert api.post(f"/api/schedule/{job}/pause", headers=operator).json()["changed"] is True
+    assert schedule_control.paused_jobs(client) == {job}
+    ran = api.post(f"/api/schedule/{job}/run", headers=operator)
+    assert ran.status_code == 202
+    pending = schedule_control.pending_run_requests(client)
+    assert [(r.job, r.request_id) for r in pending] == [(job, ran.json()["request_id"])]
+    unknown = api.post("/api/schedule/nope/run", headers=operator)
+    assert unknown.status_code == 404
+    assert "'nope' is not a job of the schedule" in unknown.json()["detail"]
+
+
+def test_redis_not_answering_is_a_503_saying_so(api, viewer, monkeypatch):
+    from app.local.ports import free_port
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    get_redis.cache_clear()
+    answer = api.get("/api/queues", headers=viewer)
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"].startswith("Redis is unavailable")
