@@ -3,6 +3,8 @@ changes in the test's own Redis, and a readable 4xx for every bad input."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dramatiq
 import pytest
 import redis
@@ -21,6 +23,13 @@ from app.web.errors import install_error_handlers
 
 #: A queue and an actor every fintask process declares.
 QUEUE = "maintenance"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite alone: what matters here is Redis; the audit and token tables on PostgreSQL are
+    tests/unit/test_control_audit_tokens.py's."""
+    return f"sqlite:///{tmp_path / 'fintask.db'}"
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ purge`` and ``limits``, on the test's own Redis and a SQLite database for the au
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -19,6 +20,13 @@ from tests.unit.test_control_api import QUEUE, an_actor_of
 
 def fintask(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite alone: what matters here is Redis; the audit and token tables on PostgreSQL are
+    tests/unit/test_control_audit_tokens.py's."""
+    return f"sqlite:///{tmp_path / 'fintask.db'}"
 
 
 @pytest.fixture
