@@ -26,6 +26,8 @@ from typing import Literal
 import redis
 from dramatiq.common import current_millis
 
+from app.redis_client import as_text
+
 #: Incremented by every change, in the transaction that makes it.
 VERSION_KEY = "fintask:control:version"
 #: A set of queue names whose consumers fetch nothing.
@@ -92,12 +94,14 @@ def read_state(client: redis.Redis, *, now_ms: int | None = None) -> ControlStat
     pipe.hgetall(REVOKED_MODES_KEY)
     pipe.hgetall(LIMITS_KEY)
     version, paused, revoked, modes, limits = pipe.execute()
-    mode_of = {_text(k): _text(v) for k, v in modes.items()}
+    mode_of = {as_text(k): as_text(v) for k, v in modes.items()}
     return ControlState(
         version=int(version or 0),
-        paused=frozenset(_text(name) for name in paused),
-        revoked={_text(i): "hard" if mode_of.get(_text(i)) == "hard" else "soft" for i in revoked},
-        limits={_text(k): _text(v) for k, v in limits.items()},
+        paused=frozenset(as_text(name) for name in paused),
+        revoked={
+            as_text(i): "hard" if mode_of.get(as_text(i)) == "hard" else "soft" for i in revoked
+        },
+        limits={as_text(k): as_text(v) for k, v in limits.items()},
     )
 
 
@@ -229,7 +233,3 @@ class ControlWatcher:
         while not self._stopped.is_set():
             self.refresh()
             self._stopped.wait(self.interval_s)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

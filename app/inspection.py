@@ -25,6 +25,7 @@ from app.db.models import Job, JobStatus
 from app.dead_letters import reason_key
 from app.middleware.metrics import CONSUMERS_KEY, DUE_AT_OPTION, due_at_ms, heartbeats_key
 from app.queues import queue_depths
+from app.redis_client import as_text
 from app.timestamps import rfc3339
 from chunking.models import ChunkRun
 from chunking.redis_keys import (
@@ -175,7 +176,7 @@ def list_dead_letters(
     for name in names:
         pipe.zrange(dead_letters_key(name), 0, limit - 1, withscores=True)
     found = [
-        (score, name, _text(redis_id))
+        (score, name, as_text(redis_id))
         for name, members in zip(names, pipe.execute(), strict=True)
         for redis_id, score in members
     ]
@@ -218,8 +219,8 @@ def find_dead_letter(
                 continue
             score = client.zscore(dead_letters_key(name), redis_id)
             if score is not None:
-                reason = client.get(reason_key(name, _text(redis_id)))
-                return _dead_letter(name, _text(redis_id), score, data, reason)
+                reason = client.get(reason_key(name, as_text(redis_id)))
+                return _dead_letter(name, as_text(redis_id), score, data, reason)
     return None
 
 
@@ -259,7 +260,7 @@ def requeue_all(
     for name in queue_names:
         redis_ids = cast(list[bytes], client.zrange(dead_letters_key(name), 0, -1))
         for redis_id in redis_ids:
-            outcome = requeue_dead_letter(client, name, _text(redis_id), now_ms=now_ms)
+            outcome = requeue_dead_letter(client, name, as_text(redis_id), now_ms=now_ms)
             outcomes[outcome] += 1
     return outcomes
 
@@ -284,7 +285,7 @@ def purge_dead_letters(client: redis.Redis, queue_names: Iterable[str]) -> dict[
     for name in names:
         pipe.zrange(dead_letters_key(name), 0, -1)
     reasons = [
-        reason_key(name, _text(redis_id))
+        reason_key(name, as_text(redis_id))
         for name, redis_ids in zip(names, pipe.execute(), strict=True)
         for redis_id in redis_ids
     ]
@@ -395,7 +396,7 @@ def _dead_letter(
         redis_id,
         int(score),
         message or {},
-        reason=None if reason is None else _text(reason),
+        reason=None if reason is None else as_text(reason),
         payload=None if message is not None else _readable(data),
     )
 
@@ -420,7 +421,3 @@ def _decode(data: bytes | str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return decoded if isinstance(decoded, dict) else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

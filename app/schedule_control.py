@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import redis
 from dramatiq.common import current_millis
 
+from app.redis_client import as_text
 from app.timestamps import rfc3339
 
 #: A set of job (actor) names whose scheduled ticks are not sent.
@@ -97,13 +98,13 @@ def resume_job(client: redis.Redis, name: str, *, now_ms: int | None = None) -> 
 
 def paused_jobs(client: redis.Redis) -> frozenset[str]:
     """The jobs whose ticks are not sent."""
-    return frozenset(_text(name) for name in client.smembers(PAUSED_KEY))
+    return frozenset(as_text(name) for name in client.smembers(PAUSED_KEY))
 
 
 def resumed_times(client: redis.Redis) -> Mapping[str, dt.datetime]:
     """When each job that was ever paused was last resumed."""
     return {
-        _text(name): dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.UTC)
+        as_text(name): dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.UTC)
         for name, ms in client.hgetall(RESUMED_KEY).items()
     }
 
@@ -174,7 +175,3 @@ def _decode_all(entries: list[bytes | str]) -> list[RunRequest]:
 def _from_us(microseconds: int) -> dt.datetime:
     # Integer arithmetic: a float timestamp would round the microseconds the tick is made of.
     return _EPOCH + microseconds * _ONE_US
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

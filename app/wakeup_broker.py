@@ -46,6 +46,7 @@ from dramatiq.message import Message
 
 from app.dead_letters import DEAD_LETTER_SCRIPT, failure_reason, reason_key, runnable_message
 from app.held_messages import HeldMessages
+from app.redis_client import as_text
 from chunking.bulk import dispatch_args
 from chunking.redis_keys import acks_key
 
@@ -189,7 +190,7 @@ class WakeupRedisBroker(RedisBroker):
             )
         args: list[str | int] = [current_millis(), queue_name, self.broker_id, count]
         flat = self.fetch_script(keys=[self.namespace], args=args)
-        return [(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return [(as_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def dead_letter(self, queue_name: str, redis_id: str, reason: str) -> bool:
         """Move a message this worker fetched to the dead letters, keeping ``reason`` with it.
@@ -228,7 +229,7 @@ class WakeupRedisBroker(RedisBroker):
         ack set (``app.held_messages``)."""
         acks = acks_key(queue_name, self.broker_id, namespace=self.namespace)
         unseen = self.held.unseen(
-            queue_name, lambda: [_text(redis_id) for redis_id in self.client.smembers(acks)]
+            queue_name, lambda: [as_text(redis_id) for redis_id in self.client.smembers(acks)]
         )
         if unseen:
             self.logger.warning(
@@ -453,7 +454,3 @@ class WakeupRedisConsumer(_RedisConsumer):
         self.queued_message_ids.discard(message.message_id)
         self.etas.pop(message.options["redis_message_id"], None)
         self.room.set()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -19,6 +19,7 @@ import redis
 from dramatiq.common import dq_name
 
 from app.middleware.fleet import LAST_KEY, SEEN_KEY, forget_gone, live_key
+from app.redis_client import as_text
 from app.timestamps import rfc3339
 from chunking.redis_keys import acks_key
 
@@ -70,7 +71,7 @@ def list_workers(client: redis.Redis, queue_names: Iterable[str]) -> list[Worker
     too). Records older than a day are forgotten here.
     """
     forget_gone(client)
-    ids = [_text(i) for i in cast(list[bytes], client.zrevrange(SEEN_KEY, 0, -1))]
+    ids = [as_text(i) for i in cast(list[bytes], client.zrevrange(SEEN_KEY, 0, -1))]
     if not ids:
         return []
     names = list(queue_names)
@@ -105,7 +106,3 @@ def _record(data: bytes | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -39,6 +39,7 @@ from dramatiq.threading import raise_thread_exception
 from app.control_state import ControlState, ControlWatcher
 from app.middleware import defer_message
 from app.middleware.deadlines import MessageRevoked, watch_abort_signal
+from app.redis_client import as_text
 
 #: How often a worker process publishes its record.
 RECORD_INTERVAL_S = 5.0
@@ -269,14 +270,10 @@ def forget_gone(client: redis.Redis, *, now_ms: int | None = None) -> list[str]:
     """Drop the records of workers last seen more than ``GONE_KEPT_MS`` ago; their ids."""
     now_ms = current_millis() if now_ms is None else now_ms
     old = cast(list[bytes], client.zrangebyscore(SEEN_KEY, "-inf", now_ms - GONE_KEPT_MS))
-    ids = [_text(worker_id) for worker_id in old]
+    ids = [as_text(worker_id) for worker_id in old]
     if ids:
         pipe = client.pipeline(transaction=False)
         pipe.zrem(SEEN_KEY, *ids)
         pipe.hdel(LAST_KEY, *ids)
         pipe.execute()
     return ids
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
