@@ -18,6 +18,7 @@ system-packages:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -33,7 +34,7 @@ $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 	@touch $@
 
 demo: install
-	$(BIN)/fintask demo
+	$(BIN)/fintask demo $(if $(KEEP),--keep,)
 
 # Development: workers and the scheduler restart when code changes (needs REDIS_URL).
 dev: install

@@ -194,12 +194,13 @@ def list_dead_letters(
 
 
 def find_dead_letter(
-    client: redis.Redis, queue_names: Iterable[str], message_id: str
+    client: redis.Redis, queue_names: Iterable[str], message_id: str, *, by_message_id: bool = True
 ) -> DeadLetter | None:
     """The dead letter with this message id (or Redis id) in whichever queue holds it.
 
     A Redis id is one lookup per queue; a message id means reading the dead letters of each
-    queue, which Dramatiq keeps for seven days at most.
+    queue, which Dramatiq keeps for seven days at most: callers holding a Redis id (a page's
+    selected rows) pass ``by_message_id=False`` and skip that read.
     """
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
@@ -212,6 +213,8 @@ def find_dead_letter(
         score, data, reason = answers[3 * i : 3 * i + 3]
         if score is not None and data is not None:
             return _dead_letter(name, message_id, score, data, reason)
+    if not by_message_id:
+        return None
     for name in names:
         for redis_id, data in client.hscan_iter(dead_messages_key(name), count=500):
             message = _decode(data)
@@ -263,6 +266,17 @@ def requeue_all(
             outcome = requeue_dead_letter(client, name, as_text(redis_id), now_ms=now_ms)
             outcomes[outcome] += 1
     return outcomes
+
+
+def delete_dead_letter(client: redis.Redis, queue_name: str, redis_id: str) -> bool:
+    """Delete one dead letter (by its Redis id) and the reason it died, in one transaction;
+    False if it was not there (requeued, deleted or expired meanwhile)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.zrem(dead_letters_key(queue_name), redis_id)
+    pipe.hdel(dead_messages_key(queue_name), redis_id)
+    pipe.delete(reason_key(queue_name, redis_id))
+    removed, _, _ = pipe.execute()
+    return bool(removed)
 
 
 def dead_letter_counts(client: redis.Redis, queue_names: Iterable[str]) -> dict[str, int]:

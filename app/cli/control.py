@@ -4,6 +4,7 @@ shell, through the same ``app.control`` functions as the HTTP API (each action a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -16,9 +17,17 @@ from app.cli.common import (
     print_json,
     usage_errors,
 )
-from app.control.actions import check_queue, queue_names, rate_limits
+from app.control.actions import (
+    MessageMoved,
+    Operator,
+    UnknownTarget,
+    WrongState,
+    check_queue,
+    queue_names,
+    rate_limits,
+)
 from app.control.masking import MaskPolicy
-from app.control.messages import find_message, list_messages
+from app.control.messages import MessageFilter, find_message, list_messages
 from app.control.workers import list_workers
 from app.cursors import InvalidCursor
 from app.redis_client import get_redis
@@ -66,7 +75,7 @@ def workers(as_json: bool) -> None:
 
 @click.group()
 def messages() -> None:
-    """Messages in the queues: list by state, show one, cancel."""
+    """Messages in the queues: list by state, show one, cancel, requeue, delete, run now."""
 
 
 @messages.command("list")
@@ -80,11 +89,22 @@ def messages() -> None:
 @click.option("--newest", is_flag=True, help="newest first (default: oldest first)")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", help="the next_cursor a previous page printed")
+@click.option("--actor", help="only this actor's messages")
+@click.option("--exception", help="only those whose last exception is of this class")
+@click.option("--min-age-s", type=click.FloatRange(min=0), help="only those sent this long ago")
 @JSON_OPTION
 def messages_list(
-    queue: str, state: str, newest: bool, limit: int, cursor: str | None, as_json: bool
+    queue: str,
+    state: str,
+    newest: bool,
+    limit: int,
+    cursor: str | None,
+    actor: str | None,
+    exception: str | None,
+    min_age_s: float | None,
+    as_json: bool,
 ) -> None:
-    """A queue's messages in one state; arguments masked except ids."""
+    """A queue's messages in one state, filtered if asked; arguments masked except ids."""
     usage_errors(lambda: check_queue(setup_broker(), queue), "--queue")
     try:
         page = list_messages(
@@ -95,12 +115,13 @@ def messages_list(
             cursor=cursor,
             limit=limit,
             policy=MaskPolicy(),
+            where=MessageFilter.of(actor=actor, exception=exception, min_age_s=min_age_s),
         )
     except InvalidCursor as error:
         raise click.BadParameter(str(error), param_hint="--cursor") from None
     items = [m.as_dict() for m in page.items]
     if as_json:
-        print_json({"items": items, "next_cursor": page.next_cursor})
+        print_json({"items": items, "next_cursor": page.next_cursor, "scanned": page.scanned})
         return
     rows = [
         (m["message_id"], m["actor_name"], m["state"], m["sent_at"], m.get("eta") or "",
@@ -108,6 +129,8 @@ def messages_list(
         for m in items
     ]  # fmt: skip
     click.echo(table(("MESSAGE ID", "ACTOR", "STATE", "SENT", "ETA", "ARGUMENTS"), *rows))
+    if page.scanned > len(items):
+        click.echo(f"scanned {page.scanned} messages, showing the {len(items)} that match")
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}")
 
@@ -149,6 +172,30 @@ def messages_cancel(message_id: str, hard: bool, as_json: bool) -> None:
         return
     done = "removed and revoked" if cancelled.removed else "revoked"
     click.echo(f"{done} {message_id} (it was {cancelled.state})")
+
+
+@messages.command("requeue")
+@click.argument("message_id")
+@JSON_OPTION
+def messages_requeue(message_id: str, as_json: bool) -> None:
+    """Move a dead letter back to its ready queue, its retries reset (audited)."""
+    _move(lambda operator: operator.requeue(message_id), "requeued", as_json)
+
+
+@messages.command("delete")
+@click.argument("message_id")
+@JSON_OPTION
+def messages_delete(message_id: str, as_json: bool) -> None:
+    """Delete a dead letter and its reason for good (a waiting message: cancel it)."""
+    _move(lambda operator: operator.delete_dead(message_id), "deleted", as_json)
+
+
+@messages.command("run-now")
+@click.argument("message_id")
+@JSON_OPTION
+def messages_run_now(message_id: str, as_json: bool) -> None:
+    """Move a delayed or retrying message to the head of its ready queue, keeping its id."""
+    _move(lambda operator: operator.run_now(message_id), "moved to its ready queue", as_json)
 
 
 @messages.command("cancel-matching")
@@ -224,6 +271,19 @@ def limits_clear(actor_name: str, as_json: bool) -> None:
         print_json({"actor_name": actor_name, "changed": changed})
     else:
         click.echo(f"{actor_name}: " + ("override removed" if changed else "had no override"))
+
+
+def _move(action: Callable[[Operator], MessageMoved], done: str, as_json: bool) -> None:
+    """Run one message action; a message not there or in another state fails saying so."""
+    with acting_operator() as operator:
+        try:
+            moved = action(operator)
+        except (UnknownTarget, WrongState) as error:
+            raise click.ClickException(str(error)) from None
+    if as_json:
+        print_json(moved.as_dict())
+    else:
+        click.echo(f"{moved.message_id} ({moved.was} in {moved.queue_name}): {done}")
 
 
 def _parse_arguments(pairs: tuple[str, ...]) -> dict[str, Any]:

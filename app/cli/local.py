@@ -9,8 +9,9 @@ import sys
 import click
 
 from app.db.migrate import upgrade
-from app.local.demo import run_demo
+from app.local.demo import run_demo, until_stopped
 from app.local.run_file import RunFile, published
+from app.local.showcases import DemoSummary
 from app.local.sinks import serve_sinks
 from app.local.supervisor import (
     DEFAULT_PROCESS_TYPES,
@@ -68,10 +69,33 @@ def run(process_types: tuple[str, ...]) -> None:
 @click.command()
 @click.option("--users", type=click.IntRange(min=1), default=2_000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def demo(users: int, as_json: bool) -> None:
-    """Run the showcase: private Redis, SQLite, the real processes, the workloads, a summary."""
-    summary = run_demo(load_settings(), users=users, log=click.echo if not as_json else _stderr)
-    click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.render())
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="leave everything running after the summary (the console, the API) until Ctrl-C",
+)
+def demo(users: int, as_json: bool, keep: bool) -> None:
+    """Run the showcase: private Redis, SQLite, the real processes, the workloads, a summary.
+
+    The summary ends with the console's URL and an operator token to sign in with.
+    """
+    log = click.echo if not as_json else _stderr
+
+    def show(summary: DemoSummary) -> None:
+        click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.render())
+
+    def explore(summary: DemoSummary) -> None:
+        show(summary)
+        log("\nEverything keeps running: press Ctrl-C to stop it.")
+        until_stopped()
+        log("Stopping...")
+
+    summary = run_demo(load_settings(), users=users, log=log, keep=explore if keep else None)
+    if keep:
+        stopped = summary.as_dict()["processes"]["stopped_cleanly"]
+        log("Stopped cleanly." if stopped else "Stopped (not every process exited cleanly).")
+    else:
+        show(summary)
 
 
 def _stderr(line: str) -> None:

@@ -34,7 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "app.cli.control",
         "Rate limits: declared, overridden at runtime, and in force; set or clear an override.",
     ),
-    "messages": ("app.cli.control", "Messages in the queues: list by state, show one, cancel."),
+    "messages": (
+        "app.cli.control",
+        "Messages in the queues: list by state, show one, cancel, requeue, delete, run now.",
+    ),
     "migrate": ("app.cli.database", "Apply database migrations (the Procfile's ``release`` step)."),
     "notify": (
         "app.cli.work",

@@ -19,10 +19,10 @@ from sqlalchemy import select
 import actors  # noqa: F401  (declares the runs' actors; the outbox sends through them)
 from actors.reports import start_report
 from actors.runs import CHUNKED_RUNS
-from app.cli.common import JSON_OPTION, print_json, with_broker
+from app.cli.common import JSON_OPTION, acting_operator, print_json, with_broker
 from app.db.session import transaction
 from app.text_table import table
-from chunking import ChunkRun, Progress, cancel_run, pause_run, resume_run, run_progress
+from chunking import ChunkRun, Progress, run_progress
 from pipelines.reports import report_week, week_bounds
 
 #: What a weekly report run counts: users, one report e-mail each.
@@ -205,8 +205,8 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
 def runs_pause(run_id: int, as_json: bool) -> None:
     """Stop a run after its current chunk."""
 
-    with transaction() as session:
-        changed = pause_run(session, run_id)
+    with acting_operator() as operator:
+        changed = operator.pause_run(run_id)
     _report(run_id, "paused", changed, as_json)
 
 
@@ -220,8 +220,8 @@ def runs_resume(run_id: int, as_json: bool) -> None:
     name = _progress(run_id).name
     if name not in CHUNKED_RUNS:
         raise click.ClickException(f"run {run_id} is a {name!r} run, which this release lacks")
-    with transaction() as session:
-        changed = resume_run(session, CHUNKED_RUNS[name], run_id)
+    with acting_operator() as operator:
+        changed = operator.resume_run(run_id, CHUNKED_RUNS[name])
     _report(run_id, "resumed", changed, as_json)
 
 
@@ -231,8 +231,8 @@ def runs_resume(run_id: int, as_json: bool) -> None:
 def runs_cancel(run_id: int, as_json: bool) -> None:
     """Cancel a run: no further chunk runs."""
 
-    with transaction() as session:
-        changed = cancel_run(session, run_id)
+    with acting_operator() as operator:
+        changed = operator.cancel_run(run_id)
     _report(run_id, "cancelled", changed, as_json)
 
 

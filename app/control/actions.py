@@ -1,27 +1,32 @@
 """What an operator can do to the running fleet, each action with its audit row.
 
-The ``fintask`` CLI and the HTTP API call these and nothing else, so that both faces act alike
-and every action is audited the same way: the change is made in Redis first, then its row
-(who, when, what, how many messages) is committed. If the database cannot take the row the
+The ``fintask`` CLI, the HTTP API and the console call these and nothing else, so that every
+face acts alike and every action is audited the same way: the change is made in Redis first,
+then its row (who, when, what, how many messages) is committed; an action on a page's selected
+messages commits one row per message it was done to. If the database cannot take the row the
 error reaches the caller, who then knows the action was made but not recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from dramatiq import Broker
 from sqlalchemy.orm import Session
 
 from app import control_state, schedule_control
-from app.control import audit
+from app.control import audit, moves
 from app.control.cancel import Cancelled, cancel_matching, cancel_message
+from app.control.stored import Found, State, as_text, locate
 from app.control_state import AbortMode
+from app.inspection import DeadLetter, delete_dead_letter, find_dead_letter, requeue_dead_letter
 from app.middleware.rate_limits import parse_rate
 from app.queues import canonical_queue_names
+from app.timestamps import rfc3339
+from chunking import ChunkedRun, cancel_run, pause_run, resume_run
 from chunking.redis_keys import messages_key, queue_key
 
 #: The ``max_age`` assumed for a message whose actor this process does not declare (a week:
@@ -42,8 +47,54 @@ return purged
 """
 
 
+T = TypeVar("T")
+
+
 class UnknownTarget(LookupError):
-    """The queue or actor an action names is not one of fintask's; the text lists them."""
+    """The queue, actor or message an action names is not one of fintask's (the text lists the
+    queues or actors), or the message is no longer there."""
+
+
+class WrongState(ValueError):
+    """The message is in a state the action does not apply to (a ready one is not requeued,
+    a worker holds a delayed one): the text says which, and what to do instead."""
+
+
+@dataclass(frozen=True)
+class MessageMoved:
+    """What requeueing, deleting or running now did to one message: the state it was in, and
+    the one it is in now (None: deleted)."""
+
+    message_id: str
+    redis_id: str
+    queue_name: str
+    was: State
+    now: State | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "redis_message_id": self.redis_id,
+            "queue_name": self.queue_name,
+            "was": self.was,
+            "state": self.now,
+        }
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What one action did to the messages selected on a page: of those ``asked``, how many it
+    was ``done`` to, how many were ``gone`` (settled, moved or deleted since the page was
+    read), and how many it was ``refused`` for (now in a state it does not apply to)."""
+
+    asked: int
+    done: int
+    gone: int
+    refused: int
+
+
+#: An audit row of one message's action: its target, its count and its detail.
+_Row = tuple[str, int, dict[str, object]]
 
 
 @dataclass(frozen=True)
@@ -130,10 +181,97 @@ class Operator:
             max_age_ms=max_age_of(self.broker),
         )
         if cancelled.state is not None:
-            count = int(cancelled.removed or cancelled.revoked)
-            detail = {"state": cancelled.state, "removed": cancelled.removed, "mode": mode}
+            _, count, detail = _cancel_row(cancelled, mode)
             self._audit("message.cancel", message_id, count=count, detail=detail)
         return cancelled
+
+    def cancel_many(
+        self, queue_name: str, redis_ids: Iterable[str], *, mode: AbortMode = "soft"
+    ) -> BulkOutcome:
+        """Cancel, as ``cancel`` does, the messages of ``queue_name`` a page selected by their
+        Redis ids (one lookup each: one that is gone is not searched for); a dead letter is
+        refused. One audit row per message cancelled."""
+        check_queue(self.broker, queue_name)
+
+        def attempt(redis_id: str) -> Cancelled:
+            cancelled = cancel_message(
+                self.client,
+                [queue_name],
+                redis_id,
+                mode=mode,
+                max_age_ms=max_age_of(self.broker),
+                by_message_id=False,
+            )
+            if cancelled.state is None:
+                raise UnknownTarget(redis_id)
+            if cancelled.state == "dead":
+                raise WrongState(redis_id)
+            return cancelled
+
+        return self._bulk("message.cancel", redis_ids, attempt, lambda c: _cancel_row(c, mode))
+
+    def requeue(self, message_id: str) -> MessageMoved:
+        """Move a dead letter (by message id or Redis id) back to its ready queue, afresh: its
+        retries start again from zero (``app.inspection.requeue_dead_letter``)."""
+        moved = self._requeue(self._dead_letter(message_id, "only dead letters are requeued"))
+        self._audit_row("message.requeue", _moved_row(moved))
+        return moved
+
+    def requeue_many(self, queue_name: str, redis_ids: Iterable[str]) -> BulkOutcome:
+        """Requeue the dead letters of ``queue_name`` a page selected by their Redis ids."""
+        check_queue(self.broker, queue_name)
+        return self._bulk(
+            "message.requeue",
+            redis_ids,
+            lambda redis_id: self._requeue(self._dead_letter_of(queue_name, redis_id)),
+            _moved_row,
+        )
+
+    def delete_dead(self, message_id: str) -> MessageMoved:
+        """Delete one dead letter (by message id or Redis id) and the reason it died, for good.
+
+        Only dead letters: a waiting message is removed without running by ``cancel``.
+        """
+        hint = "cancel it to remove it without running"
+        moved = self._delete(self._dead_letter(message_id, hint))
+        self._audit_row("message.delete", _moved_row(moved))
+        return moved
+
+    def delete_dead_many(self, queue_name: str, redis_ids: Iterable[str]) -> BulkOutcome:
+        """Delete the dead letters of ``queue_name`` a page selected by their Redis ids."""
+        check_queue(self.broker, queue_name)
+        return self._bulk(
+            "message.delete",
+            redis_ids,
+            lambda redis_id: self._delete(self._dead_letter_of(queue_name, redis_id)),
+            _moved_row,
+        )
+
+    def run_now(self, message_id: str) -> MessageMoved:
+        """Move a delayed or retrying message (by message id or Redis id) to the head of its
+        ready queue now, keeping its ids, so that it runs once, ahead of its eta.
+
+        A worker that already holds it (its delay consumer fetched it) runs it at its eta:
+        ``WrongState`` says so, and nothing is changed (``app.control.moves`` says why).
+        """
+        found = locate(self.client, queue_names(self.broker), message_id)
+        if found is None:
+            raise UnknownTarget(f"no message {message_id} is in any queue of fintask")
+        if found.state not in ("delayed", "retrying"):
+            raise WrongState(_not_delayed(message_id, found))
+        stored = found.stored
+        outcome = moves.run_now(self.client, stored.queue_name, stored.redis_id)
+        if outcome == "missing":
+            raise UnknownTarget(f"message {message_id} went meanwhile: it ran or was cancelled")
+        if outcome == "held":
+            raise WrongState(f"message {message_id} was fetched by a worker meanwhile: {_HELD}")
+        if outcome != "ready":
+            raise WrongState(f"message {message_id} moved meanwhile ({outcome}): look again")
+        moved = MessageMoved(
+            stored.message_id, as_text(stored.redis_id), stored.queue_name, found.state, "ready"
+        )
+        self._audit_row("message.run_now", _moved_row(moved, eta=rfc3339(stored.eta_ms)))
+        return moved
 
     def cancel_matching(
         self,
@@ -184,6 +322,96 @@ class Operator:
         self._audit("schedule.run", job, detail={"request_id": request_id})
         return request_id
 
+    def pause_run(self, run_id: int) -> bool:
+        """Stop chunked run ``run_id`` after its current chunk; False if it was not running."""
+        with self.session.begin():
+            changed = pause_run(self.session, run_id)
+            self._record("run.pause", str(run_id), detail={"changed": changed})
+        return changed
+
+    def resume_run(self, run_id: int, chunked_run: ChunkedRun) -> bool:
+        """Restart run ``run_id`` (of ``chunked_run``, which the edges look up by the run's
+        name: the runs are the workloads') from its cursor; False if it cannot resume."""
+        with self.session.begin():
+            changed = resume_run(self.session, chunked_run, run_id)
+            self._record("run.resume", str(run_id), detail={"changed": changed})
+        return changed
+
+    def cancel_run(self, run_id: int) -> bool:
+        """End run ``run_id`` for good; False if it had already ended."""
+        with self.session.begin():
+            changed = cancel_run(self.session, run_id)
+            self._record("run.cancel", str(run_id), detail={"changed": changed})
+        return changed
+
+    def _dead_letter(self, wanted: str, hint: str) -> DeadLetter:
+        """The dead letter ``wanted`` names (message id or Redis id), in any queue;
+        ``WrongState`` with ``hint`` when the message is in another state, else
+        ``UnknownTarget``."""
+        names = queue_names(self.broker)
+        letter = find_dead_letter(self.client, names, wanted)
+        if letter is not None:
+            return letter
+        found = locate(self.client, names, wanted)
+        if found is not None:
+            raise WrongState(f"message {wanted} is {found.state}, not a dead letter: {hint}")
+        raise UnknownTarget(f"no message {wanted} is in any queue of fintask")
+
+    def _dead_letter_of(self, queue_name: str, redis_id: str) -> DeadLetter:
+        """The dead letter of ``queue_name`` with this Redis id (one lookup, no scan)."""
+        letter = find_dead_letter(self.client, [queue_name], redis_id, by_message_id=False)
+        if letter is None:
+            raise UnknownTarget(f"no dead letter {redis_id} is in {queue_name}")
+        return letter
+
+    def _requeue(self, letter: DeadLetter) -> MessageMoved:
+        outcome = requeue_dead_letter(self.client, letter.queue_name, letter.redis_id)
+        if outcome == "missing":
+            raise UnknownTarget(
+                f"dead letter {letter.message_id} was requeued or deleted meanwhile"
+            )
+        if outcome == "already_queued":
+            raise WrongState(f"message {letter.message_id} is queued already: it was not moved")
+        if outcome != "requeued":
+            raise WrongState(f"dead letter {letter.message_id} changed as it was moved: try again")
+        return MessageMoved(letter.message_id, letter.redis_id, letter.queue_name, "dead", "ready")
+
+    def _delete(self, letter: DeadLetter) -> MessageMoved:
+        if not delete_dead_letter(self.client, letter.queue_name, letter.redis_id):
+            raise UnknownTarget(
+                f"dead letter {letter.message_id} was requeued or deleted meanwhile"
+            )
+        return MessageMoved(letter.message_id, letter.redis_id, letter.queue_name, "dead", None)
+
+    def _bulk(
+        self,
+        action: str,
+        redis_ids: Iterable[str],
+        attempt: Callable[[str], T],
+        row: Callable[[T], _Row],
+    ) -> BulkOutcome:
+        """``attempt`` on each Redis id once, counting what was done, gone or refused; the rows
+        of those done commit together, after the last one was made in Redis."""
+        unique = list(dict.fromkeys(redis_ids))
+        done: list[T] = []
+        gone = refused = 0
+        for redis_id in unique:
+            try:
+                done.append(attempt(redis_id))
+            except UnknownTarget:
+                gone += 1
+            except WrongState:
+                refused += 1
+        with self.session.begin():
+            for result in done:
+                target, count, detail = row(result)
+                self._record(action, target, count=count, detail=detail)
+        return BulkOutcome(len(unique), len(done), gone, refused)
+
+    def _audit_row(self, action: str, row: _Row) -> None:
+        target, count, detail = row
+        self._audit(action, target, count=count, detail=detail)
+
     def _audit(
         self,
         action: str,
@@ -193,9 +421,60 @@ class Operator:
         detail: Mapping[str, object] | None = None,
     ) -> None:
         with self.session.begin():
-            audit.record(
-                self.session, who=self.who, action=action, target=target, count=count, detail=detail
-            )
+            self._record(action, target, count=count, detail=detail)
+
+    def _record(
+        self,
+        action: str,
+        target: str,
+        *,
+        count: int = 0,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        """Add the action's audit row to the transaction in progress: a change made in the
+        database commits with its row, or neither does."""
+        audit.record(
+            self.session, who=self.who, action=action, target=target, count=count, detail=detail
+        )
+
+
+#: Why a message a worker holds until its eta is not moved (``app.control.moves``).
+_HELD = (
+    "a worker holds it until its eta and runs it then; taking it from the worker could run it "
+    "twice, so it was not moved: cancel it and send it again to run it sooner"
+)
+
+
+def _not_delayed(message_id: str, found: Found) -> str:
+    """Why a message in ``found.state`` cannot be run now, and what to do instead."""
+    if found.state == "held" and found.stored.eta_ms is not None:
+        eta = rfc3339(found.stored.eta_ms)
+        return f"message {message_id} is held by worker {found.worker_id} (eta {eta}): {_HELD}"
+    if found.state == "held":
+        return f"message {message_id} is held by worker {found.worker_id}: it runs now already"
+    if found.state == "dead":
+        return f"message {message_id} is a dead letter: requeue it to run it again"
+    return f"message {message_id} is ready already: the next consumer of its queue takes it"
+
+
+def _cancel_row(cancelled: Cancelled, mode: AbortMode) -> _Row:
+    count = int(cancelled.removed or cancelled.revoked)
+    detail: dict[str, object] = {
+        "state": cancelled.state,
+        "removed": cancelled.removed,
+        "mode": mode,
+    }
+    return cancelled.message_id, count, detail
+
+
+def _moved_row(moved: MessageMoved, **more: object) -> _Row:
+    detail: dict[str, object] = {
+        "queue": moved.queue_name,
+        "redis_message_id": moved.redis_id,
+        "was": moved.was,
+        **more,
+    }
+    return moved.message_id, 1, detail
 
 
 def rate_limits(client: redis.Redis, broker: Broker) -> list[LimitView]:

@@ -58,17 +58,20 @@ def cancel_message(
     *,
     mode: AbortMode = "soft",
     max_age_ms: Callable[[str], int],
+    by_message_id: bool = True,
 ) -> Cancelled:
-    """Stop one message (by Redis id or message id) from running, or from running on.
+    """Stop one message (by Redis id, or message id unless ``by_message_id`` is False) from
+    running, or from running on.
 
     It is revoked (``mode`` says how a running copy stops) until an hour past its actor's
     ``max_age_ms``: any copy in flight, a retry or one a worker fetched meanwhile, never starts.
     A ready, delayed or retrying one is also taken out of Redis, unless a consumer fetched it
     meanwhile (``removed`` is then False: the revocation stops it). A dead letter is left alone
-    (``fintask dlq purge`` is for those); a payload that is not a message has no message id to
-    revoke, only its removal. Finding it by message id costs what ``stored.locate`` says.
+    (``Operator.delete_dead`` and ``fintask dlq purge`` are for those); a payload that is not
+    a message has no message id to revoke, only its removal. Finding it by message id costs
+    what ``stored.locate`` says.
     """
-    found = locate(client, list(queue_names), message_id)
+    found = locate(client, list(queue_names), message_id, by_message_id=by_message_id)
     if found is None:
         return Cancelled(message_id, None, removed=False, revoked=False)
     stored = found.stored

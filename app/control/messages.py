@@ -1,23 +1,28 @@
 """Browse and find the messages Redis holds, in whatever state each one is.
 
 Operators ask "what is waiting, what is this message doing": Celery answered with ``inspect``,
-Flower with its task pages. Here the ``fintask`` CLI and the HTTP API list a queue's messages
-in one state, a page at a time, or find one by either of its ids, wherever it is
-(``app.control.stored`` says where each state is kept). Each message is shown as a
-``MessageView``, its arguments masked (``app.control.masking``). Cancelling is
-``app.control.cancel``.
+Flower with its task pages. Here the ``fintask`` CLI, the HTTP API and the console list a
+queue's messages in one state, a page at a time, filtered by actor, exception or age if asked
+(``MessageFilter``), or find one by either of its ids, wherever it is (``app.control.stored``
+says where each state is kept). Each message is shown as a ``MessageView``, its arguments
+masked (``app.control.masking``). Cancelling is ``app.control.cancel``; moving a delayed
+message to its ready queue is ``app.control.moves``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+from dramatiq.common import current_millis
 
 from app.control.masking import MaskPolicy, shape
 from app.control.stored import (
+    SCAN_SLICE,
     STATES,
     Found,
     Place,
@@ -31,14 +36,21 @@ from app.control.stored import (
 )
 from app.cursors import InvalidCursor, decode_cursor, encode_cursor
 from app.dead_letters import reason_key
+from app.redaction import redact
 from app.timestamps import rfc3339
 from chunking.redis_keys import dead_letters_key, dead_messages_key
 
-#: A page that filters (delayed vs retrying share a list) reads at most this many entries per
-#: item asked for, then answers with what it found and a cursor, so one call stays bounded.
+#: A page that filters (by actor, exception or age; delayed and retrying messages share a
+#: list, so those states filter too) reads at most this many entries per item asked for, then
+#: answers with what it found, how many it read and a cursor, so one call stays bounded.
 MAX_SCAN_PER_ITEM = 20
 
 _LISTED: tuple[State, ...] = ("ready", "delayed", "retrying")
+
+#: A reason ``app.dead_letters.failure_reason`` wrote for an exception: ``Class: text``.
+_REASON_EXCEPTION = re.compile(r"([A-Za-z_][\w.]*): ")
+#: The line of a traceback that names its exception: ``pkg.Class: text``, or ``Class`` alone.
+_TRACEBACK_EXCEPTION = re.compile(r"([A-Za-z_][\w.]*)(?:: |:?$)")
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,12 @@ class MessageView:
     """One message as operators see it: where it is, what it runs, its arguments masked.
 
     ``eta_ms`` is set for a message of the delay queue (delayed, retrying, or held there),
-    ``worker_id`` for a held one, ``reason`` for a dead letter that kept why it died.
+    ``worker_id`` for a held one, ``reason`` for a dead letter that kept why it died and
+    ``dead_at_ms`` for any dead one. ``exception`` is the class of its last exception (from
+    its reason, else from the traceback Dramatiq kept when it retried it); ``traceback`` that
+    traceback. Free text (``reason``, ``traceback``) is redacted (``app.redaction``): it comes
+    from exceptions, which quote arguments. ``options`` are masked like keyword arguments,
+    numbers (counts, timestamps) shown.
     """
 
     message_id: str
@@ -61,6 +78,10 @@ class MessageView:
     kwargs: dict[str, object]
     worker_id: str | None = None
     reason: str | None = None
+    dead_at_ms: int | None = None
+    exception: str | None = None
+    traceback: str | None = None
+    options: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def of(cls, found: Found, policy: MaskPolicy) -> MessageView:
@@ -83,7 +104,11 @@ class MessageView:
             args=args,
             kwargs=policy.mask_kwargs(stored.kwargs),
             worker_id=found.worker_id,
-            reason=found.reason,
+            reason=None if found.reason is None else redact(found.reason),
+            dead_at_ms=found.dead_at_ms,
+            exception=exception_of(found),
+            traceback=None if stored.traceback is None else redact(stored.traceback),
+            options=_masked_options(stored.options, policy),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,18 +125,75 @@ class MessageView:
             "kwargs": self.kwargs,
             "worker_id": self.worker_id,
             "reason": self.reason,
+            "dead_at": rfc3339(self.dead_at_ms),
+            "exception": self.exception,
+            "traceback": self.traceback,
+            "options": self.options,
         }
 
 
 @dataclass(frozen=True)
+class MessageFilter:
+    """Which messages of a listing a page shows: of the actor ``actor``, whose last exception
+    is ``exception`` (its class name, with or without its module, any case), sent at least
+    ``min_age_s`` seconds ago. A field left None matches every message."""
+
+    actor: str | None = None
+    exception: str | None = None
+    min_age_s: float | None = None
+
+    @classmethod
+    def of(
+        cls, *, actor: str | None, exception: str | None, min_age_s: float | None
+    ) -> MessageFilter:
+        """The filter a form or a query string asks for: a blank field asks for nothing."""
+        return cls(_given(actor), _given(exception), min_age_s)
+
+    def __post_init__(self) -> None:
+        if self.min_age_s is not None and not (
+            math.isfinite(self.min_age_s) and self.min_age_s >= 0
+        ):
+            raise ValueError(
+                f"min_age_s must be a number of seconds, 0 or more, not {self.min_age_s}"
+            )
+
+    @property
+    def active(self) -> bool:
+        """Whether it leaves any message out."""
+        return (self.actor, self.exception, self.min_age_s) != (None, None, None)
+
+    def matches(self, found: Found, now_ms: int) -> bool:
+        """Whether ``found`` is kept, its age counted at ``now_ms``."""
+        stored = found.stored
+        if self.actor is not None and stored.actor_name != self.actor:
+            return False
+        if self.exception is not None and not _same_exception(self.exception, exception_of(found)):
+            return False
+        if self.min_age_s is not None:
+            sent_at = stored.sent_at_ms
+            return sent_at is not None and now_ms - sent_at >= self.min_age_s * 1000
+        return True
+
+
+#: The filter that leaves nothing out.
+EVERY_MESSAGE = MessageFilter()
+
+
+@dataclass(frozen=True)
 class Page:
-    """Messages of one listing, and the cursor of the next page (None after the last)."""
+    """Messages of one listing, the cursor of the next page (None after the last), and how
+    many entries were read for it: a page that filters holds those of them that matched."""
 
     items: list[MessageView]
     next_cursor: str | None
+    scanned: int
 
 
 _DEFAULT_POLICY = MaskPolicy()
+
+#: One entry of a listing as it is read: the message (None when it is not one of the state
+#: asked for, or its payload went), and the position a page ending with it continues from.
+_Entry = tuple[Found | None, object]
 
 
 def list_messages(
@@ -123,30 +205,45 @@ def list_messages(
     cursor: str | None = None,
     limit: int = 50,
     policy: MaskPolicy = _DEFAULT_POLICY,
+    where: MessageFilter = EVERY_MESSAGE,
+    now_ms: int | None = None,
 ) -> Page:
-    """A page of ``queue_name``'s messages in ``state``, oldest first unless ``newest_first``.
+    """A page of ``queue_name``'s messages in ``state`` that ``where`` keeps, oldest first
+    unless ``newest_first``.
 
     ``cursor`` is a page's ``next_cursor``, for the same state and order (else
     ``InvalidCursor``). Dead letters page by when they died, held messages by when they were
     sent: both stable. The lists (ready, delayed, retrying) page by offset from their head
     (oldest first) or tail (newest first), read while consumers pop the head and producers push
     the tail: oldest first, each message popped meanwhile makes the next page skip one; newest
-    first, each one pushed makes it repeat one. Delayed and retrying messages share a list: a
-    page reads at most ``MAX_SCAN_PER_ITEM * limit`` entries, so it may hold fewer than
-    ``limit`` (even none) and still have a cursor. A message whose payload went meanwhile (it
-    was acknowledged) is left out.
+    first, each one pushed makes it repeat one. A page reads on until it holds ``limit``
+    messages or it read ``MAX_SCAN_PER_ITEM * limit`` entries: delayed and retrying messages
+    share a list, and a filter leaves entries out, so a page may hold fewer than ``limit``
+    (even none) and still have a cursor, which continues after the last entry read, never
+    hiding a match. A message whose payload went meanwhile (it was acknowledged) is left out.
+    Ages count from ``now_ms`` (now).
     """
     if state not in STATES:
         raise ValueError(f"state {state!r} is not one of {', '.join(STATES)}")
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
     position = None if cursor is None else _position(cursor, state, newest_first)
+    now_ms = current_millis() if now_ms is None else now_ms
     if state == "dead":
-        return _dead_page(client, queue_name, newest_first, _key_of(position), limit, policy)
-    if state == "held":
-        return _held_page(client, queue_name, newest_first, _key_of(position), limit, policy)
-    start = position if isinstance(position, int) else 0
-    return _list_page(client, queue_name, state, newest_first, start, limit, policy)
+        entries = _dead_entries(client, queue_name, newest_first, _key_of(position), limit)
+    elif state == "held":
+        entries = _held_entries(client, queue_name, newest_first, _key_of(position))
+    else:
+        start = position if isinstance(position, int) else 0
+        entries = _list_entries(client, queue_name, state, newest_first, start, limit)
+    return _page(
+        entries,
+        state,
+        newest_first,
+        limit,
+        lambda found: where.matches(found, now_ms),
+        policy,
+    )
 
 
 def find_message(
@@ -162,63 +259,130 @@ def find_message(
     return None if found is None else MessageView.of(found, policy)
 
 
-def _list_page(
+def exception_of(found: Found) -> str | None:
+    """The class of a message's last exception: from a dead letter's reason, else from the
+    traceback ``Retries`` kept; None when neither names one (a middleware's refusal, a
+    message that never failed)."""
+    if found.reason is not None:
+        named = _REASON_EXCEPTION.match(found.reason)
+        if named:
+            return named.group(1)
+    traceback = found.stored.traceback
+    if traceback is None:
+        return None
+    for line in reversed(traceback.splitlines()):
+        named = _TRACEBACK_EXCEPTION.match(line)
+        if named:
+            return named.group(1)
+    return None
+
+
+def _given(text: str | None) -> str | None:
+    return None if text is None or not text.strip() else text.strip()
+
+
+def _same_exception(wanted: str, exception: str | None) -> bool:
+    if exception is None:
+        return False
+    wanted = wanted.casefold()
+    return wanted in (exception.casefold(), exception.rsplit(".", 1)[-1].casefold())
+
+
+def _masked_options(options: Mapping[str, object], policy: MaskPolicy) -> dict[str, object]:
+    """Options as operators may see them: numbers (retries, etas, counts) as they are, any
+    other value as ``policy`` masks a keyword argument (a unique claim's key quotes arguments);
+    the traceback is left out, it is shown apart."""
+    kept = {name: value for name, value in options.items() if name != "traceback"}
+    masked = policy.mask_kwargs(kept)
+    return {name: kept[name] if _is_number(kept[name]) else masked[name] for name in kept}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _page(
+    entries: Iterator[_Entry],
+    state: State,
+    newest_first: bool,
+    limit: int,
+    wanted: Callable[[Found], bool],
+    policy: MaskPolicy,
+) -> Page:
+    """Up to ``limit`` wanted messages from ``entries``, reading at most the scan bound of
+    entries; the cursor continues after the last entry read when any is left."""
+    items: list[MessageView] = []
+    scanned, position, budget = 0, None, MAX_SCAN_PER_ITEM * limit
+    for found, after in entries:
+        if len(items) == limit or scanned >= budget:
+            return Page(items, _cursor(state, newest_first, position), scanned)
+        scanned, position = scanned + 1, after
+        if found is not None and wanted(found):
+            items.append(MessageView.of(found, policy))
+    return Page(items, None, scanned)
+
+
+def _batch_sizes(limit: int) -> Iterator[int]:
+    """Entries to read per round trip: a page and one more (when it is there, the next page
+    starts at it), doubling while a filter reads on, up to ``SCAN_SLICE``."""
+    size = limit + 1
+    while True:
+        yield size
+        size = min(SCAN_SLICE, size * 2)
+
+
+def _list_entries(
     client: redis.Redis,
     queue_name: str,
     state: State,
     newest_first: bool,
     start: int,
     limit: int,
-    policy: MaskPolicy,
-) -> Page:
+) -> Iterator[_Entry]:
     place: Place = "queue" if state == "ready" else "delay"
-    items: list[MessageView] = []
-    offset, budget = start, start + MAX_SCAN_PER_ITEM * limit
-    while True:
-        # One entry more than a page: when it is there, the next page starts at it.
-        entries = read_slice(client, queue_name, place, offset, limit + 1, newest_first)
-        for stored in entries:
-            if len(items) == limit or offset >= budget:
-                return Page(items, _cursor(state, newest_first, offset))
+    offset = start
+    for size in _batch_sizes(limit):
+        batch = read_slice(client, queue_name, place, offset, size, newest_first)
+        for stored in batch:
             offset += 1
             if stored is not None and stored.listed_state == state:
-                items.append(MessageView.of(Found(stored, state), policy))
-        if len(entries) <= limit:
-            return Page(items, None)
+                yield Found(stored, state), offset
+            else:
+                yield None, offset
+        if len(batch) < size:
+            return
 
 
-def _dead_page(
+def _dead_entries(
     client: redis.Redis,
     queue_name: str,
     newest_first: bool,
     after: tuple[float, bytes] | None,
     limit: int,
-    policy: MaskPolicy,
-) -> Page:
-    entries = _dead_entries(client, queue_name, newest_first, after, limit + 1)
-    page = entries[:limit]
-    pipe = client.pipeline(transaction=False)
-    for _, redis_id in page:
-        pipe.hget(dead_messages_key(queue_name), redis_id)
-        pipe.get(reason_key(queue_name, as_text(redis_id)))
-    answers = pipe.execute()
-    items = [
-        MessageView.of(
-            Found(
-                Stored.read(queue_name, redis_id, data, "dead"),
-                "dead",
-                reason=None if reason is None else as_text(reason),
-            ),
-            policy,
-        )
-        for (_, redis_id), data, reason in zip(page, answers[::2], answers[1::2], strict=True)
-        if data is not None
-    ]
-    more = len(entries) > limit
-    return Page(items, _cursor("dead", newest_first, _key_position(page[-1])) if more else None)
+) -> Iterator[_Entry]:
+    for size in _batch_sizes(limit):
+        batch = _dead_keys(client, queue_name, newest_first, after, size)
+        pipe = client.pipeline(transaction=False)
+        for _, redis_id in batch:
+            pipe.hget(dead_messages_key(queue_name), redis_id)
+            pipe.get(reason_key(queue_name, as_text(redis_id)))
+        answers = pipe.execute() if batch else []
+        for (score, redis_id), data, reason in zip(batch, answers[::2], answers[1::2], strict=True):
+            found = None
+            if data is not None:
+                found = Found(
+                    Stored.read(queue_name, redis_id, data, "dead"),
+                    "dead",
+                    reason=None if reason is None else as_text(reason),
+                    dead_at_ms=int(score),
+                )
+            yield found, _key_position((score, redis_id))
+        if len(batch) < size:
+            return
+        after = batch[-1]
 
 
-def _dead_entries(
+def _dead_keys(
     client: redis.Redis,
     queue_name: str,
     newest_first: bool,
@@ -248,23 +412,17 @@ def _dead_entries(
     return found[:count]
 
 
-def _held_page(
+def _held_entries(
     client: redis.Redis,
     queue_name: str,
     newest_first: bool,
     after: tuple[float, bytes] | None,
-    limit: int,
-    policy: MaskPolicy,
-) -> Page:
-    holding = sorted(held(client, queue_name), key=_held_key, reverse=newest_first)
-    if after is not None:
-        holding = [found for found in holding if _past(_held_key(found), after, newest_first)]
-    page = holding[:limit]
-    items = [MessageView.of(found, policy) for found in page]
-    next_cursor = None
-    if len(holding) > limit:
-        next_cursor = _cursor("held", newest_first, _key_position(_held_key(page[-1])))
-    return Page(items, next_cursor)
+) -> Iterator[_Entry]:
+    """Held messages, read whole (prefetch bounds each ack set), in order past ``after``."""
+    for found in sorted(held(client, queue_name), key=_held_key, reverse=newest_first):
+        key = _held_key(found)
+        if after is None or _past(key, after, newest_first):
+            yield found, _key_position(key)
 
 
 def _held_key(found: Found) -> tuple[float, bytes]:

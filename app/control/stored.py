@@ -92,17 +92,28 @@ class Stored:
     @property
     def eta_ms(self) -> int | None:
         """When a message of the delay queue is due; None anywhere else."""
-        eta = self._options.get("eta")
+        eta = self.options.get("eta")
         return eta if self.place == "delay" and isinstance(eta, int) else None
 
     @property
     def retries(self) -> int:
-        retries = self._options.get("retries", 0)
+        retries = self.options.get("retries", 0)
         return retries if isinstance(retries, int) and not isinstance(retries, bool) else 0
 
     @property
     def kwargs(self) -> dict[str, Any]:
         return self._field("kwargs", dict) or {}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Its Dramatiq options as stored (unmasked: ``app.control.messages`` masks them)."""
+        return self._field("options", dict) or {}
+
+    @property
+    def traceback(self) -> str | None:
+        """The traceback Dramatiq's ``Retries`` kept of the last failure it retried, if any."""
+        traceback = self.options.get("traceback")
+        return traceback if isinstance(traceback, str) and traceback else None
 
     @property
     def listed_state(self) -> State:
@@ -117,10 +128,6 @@ class Stored:
             name in kwargs and kwargs[name] == value for name, value in arguments.items()
         )
 
-    @property
-    def _options(self) -> dict[str, Any]:
-        return self._field("options", dict) or {}
-
     def _field(self, name: str, kind: type | tuple[type, ...]) -> Any:
         value = (self.message or {}).get(name)
         return value if isinstance(value, kind) and not isinstance(value, bool) else None
@@ -129,24 +136,29 @@ class Stored:
 @dataclass(frozen=True)
 class Found:
     """A stored message and the state it was found in: ``worker_id`` for a held one,
-    ``reason`` for a dead letter that kept why it died."""
+    ``reason`` for a dead letter that kept why it died and ``dead_at_ms`` for any dead one."""
 
     stored: Stored
     state: State
     worker_id: str | None = None
     reason: str | None = None
+    dead_at_ms: int | None = None
 
 
-def locate(client: redis.Redis, queue_names: list[str], wanted: str) -> Found | None:
+def locate(
+    client: redis.Redis, queue_names: list[str], wanted: str, *, by_message_id: bool = True
+) -> Found | None:
     """The message with the Redis id or message id ``wanted``, and where it is now.
 
     A Redis id is one lookup per queue and place. A message id is searched in every stored
     payload of the queues (``HSCAN``, then one ``LPOS`` through its list): its cost grows with
-    the queues' sizes, every stored message read once. A live copy is preferred to a dead letter
-    with the same message id; None when no queue holds it, or it was settled while looked for.
+    the queues' sizes, every stored message read once. Callers that hold a Redis id (a page's
+    selected rows) pass ``by_message_id=False``: one that is gone then costs one lookup, not a
+    scan. A live copy is preferred to a dead letter with the same message id; None when no
+    queue holds it, or it was settled while looked for.
     """
     workers = _worker_ids(client)
-    for stored in _candidates(client, queue_names, wanted):
+    for stored in _candidates(client, queue_names, wanted, by_message_id):
         found = _state_of(client, stored, workers)
         if found is not None:
             return found
@@ -175,6 +187,26 @@ def held(client: redis.Redis, queue_name: str) -> list[Found]:
         for redis_id, data in zip(ids, payloads, strict=True)
         if data is not None
     ]
+
+
+def held_counts(client: redis.Redis, queue_names: list[str]) -> dict[str, int]:
+    """How many messages of each queue (or its delay queue) worker processes hold, by the size
+    of their ack sets: one ``SCARD`` per worker, queue and place, no payload read."""
+    places: tuple[Place, ...] = ("queue", "delay")
+    workers = _worker_ids(client)
+    keys = [
+        (queue_name, acks_key(_acks_queue(queue_name, place), worker))
+        for queue_name in queue_names
+        for worker in workers
+        for place in places
+    ]
+    pipe = client.pipeline(transaction=False)
+    for _, key in keys:
+        pipe.scard(key)
+    counts = dict.fromkeys(queue_names, 0)
+    for (queue_name, _), size in zip(keys, pipe.execute(), strict=True):
+        counts[queue_name] += int(size)
+    return counts
 
 
 def read_slice(
@@ -232,8 +264,11 @@ def _worker_ids(client: redis.Redis) -> list[str]:
     return sorted({as_text(worker) for worker in [*seen, *beating]})
 
 
-def _candidates(client: redis.Redis, queue_names: list[str], wanted: str) -> Iterator[Stored]:
-    """The payloads stored under the Redis id ``wanted``, then those of message id ``wanted``.
+def _candidates(
+    client: redis.Redis, queue_names: list[str], wanted: str, by_message_id: bool
+) -> Iterator[Stored]:
+    """The payloads stored under the Redis id ``wanted``, then (``by_message_id``) those of
+    message id ``wanted``.
 
     Live places come before the dead letters. The message id is looked for in the payload's
     bytes as Dramatiq's encoder writes it, and confirmed on the decoded message.
@@ -245,6 +280,8 @@ def _candidates(client: redis.Redis, queue_names: list[str], wanted: str) -> Ite
     for (queue_name, place), data in zip(places, pipe.execute(), strict=True):
         if data is not None:
             yield Stored.read(queue_name, wanted, data, place)
+    if not by_message_id:
+        return
     needle = b'"message_id":' + json.dumps(wanted).encode()
     for queue_name, place in places:
         for redis_id, data in client.hscan_iter(hash_key(queue_name, place), count=SCAN_SLICE):
@@ -265,7 +302,8 @@ def _state_of(client: redis.Redis, stored: Stored, workers: list[str]) -> Found 
         score, reason = pipe.execute()
         if score is None:
             return None
-        return Found(stored, "dead", reason=None if reason is None else as_text(reason))
+        text = None if reason is None else as_text(reason)
+        return Found(stored, "dead", reason=text, dead_at_ms=int(score))
     # redis-py types these values as str; Redis takes the bytes an id was read as.
     pipe.lpos(list_key(queue_name, stored.place), redis_id)  # type: ignore[arg-type]
     for worker in workers:

@@ -3,14 +3,18 @@
 It starts a private Redis and a fresh SQLite database under ``var/demo``, runs the Procfile's
 processes (web, both worker types, the scheduler, the local sinks and the sandbox provider),
 drives each workload through those real processes, waits for the effects, prints a summary
-and stops everything.
+(ending with the console's URL and an operator token made for it) and stops everything; with
+``--keep``, only once the newcomer exploring the console presses Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -23,8 +27,23 @@ from app.settings import Settings
 PROCESS_TYPES = ["web", "worker_urgent", "worker", "scheduler", "sinks", "sandbox"]
 
 
-def run_demo(settings: Settings, *, users: int, log: Log) -> DemoSummary:
-    """Start everything, run every showcase, and return the summary; always stop the stack."""
+#: What the summary says about the stack's life after the showcases.
+KEPT = "until Ctrl-C: explore the console and the API, then stop it all with Ctrl-C"
+NOT_KEPT = "no: `fintask demo --keep` leaves it running to explore"
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    users: int,
+    log: Log,
+    keep: Callable[[DemoSummary], None] | None = None,
+) -> DemoSummary:
+    """Start everything, run every showcase, and return the summary; always stop the stack.
+
+    ``keep``, if given, is called with the summary while everything still runs (to show it
+    and wait, ``until_stopped``); the stack stops when it returns.
+    """
     var_dir = settings.var_dir / "demo"
     shutil.rmtree(var_dir, ignore_errors=True)
     # The demo owns its Redis and database: a fresh private copy of each, whatever is set.
@@ -53,11 +72,27 @@ def run_demo(settings: Settings, *, users: int, log: Log) -> DemoSummary:
             log(f"- {step.__doc__}")
             step(context)
         summary.add("processes", healthy_at_end=_healthy(stack.web_url))
+        summary.add("console", stays_up=KEPT if keep is not None else NOT_KEPT)
+        if keep is not None:
+            keep(summary)
     finally:
         code = stack.stop()
     # honcho exits 143 (128 + SIGTERM) when it stopped every process on our SIGTERM.
     summary.add("processes", stopped_cleanly=code == 143)
     return summary
+
+
+def until_stopped() -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM, then return, so that the stack is stopped in
+    order: the processes first, then Redis (``RedisServer`` keeps the terminal's Ctrl-C away)."""
+    stopping = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda *_: stopping.set()) for number in signals}
+    try:
+        stopping.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _healthy(web_url: str) -> bool:

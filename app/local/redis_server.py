@@ -56,6 +56,9 @@ class RedisServer:
                 [executable, *self._arguments(port)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                # Out of the terminal's process group: Ctrl-C stops what runs on this Redis
+                # first (``fintask run``, ``fintask demo --keep``), then ``stop`` stops it.
+                start_new_session=True,
             )
             if self._owns_port(process, port):
                 self.port, self.process = port, process

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, func, select
 from actors import maintenance as maintenance_actors
 from actors import reports as report_actors
 from app import health
+from app.control import tokens
 from app.db.models import (
     FraudCheck,
     FraudVerdict,
@@ -361,6 +362,18 @@ def schedule(context: DemoContext) -> None:
         )
 
 
+#: The token the demo makes for the console (the demo's database is its own, made afresh).
+CONSOLE_TOKEN_NAME = "demo-operator"
+
+
+def console(context: DemoContext) -> None:
+    """the console: where it answers, and an operator's token to sign in with"""
+
+    with transaction() as session:
+        token, _ = tokens.create_token(session, name=CONSOLE_TOKEN_NAME, role="operator")
+    context.summary.add("console", url=f"{context.stack.web_url}/console", operator_token=token)
+
+
 STEPS: list[Callable[[DemoContext], None]] = [
     seed_users,
     ping,
@@ -371,4 +384,5 @@ STEPS: list[Callable[[DemoContext], None]] = [
     maintenance,
     schedule,
     metrics,
+    console,
 ]

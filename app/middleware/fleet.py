@@ -39,6 +39,7 @@ from dramatiq.threading import raise_thread_exception
 from app.control_state import ControlState, ControlWatcher
 from app.middleware import defer_message
 from app.middleware.deadlines import MessageRevoked, watch_abort_signal
+from app.minute_counts import TALLY, MinuteTally
 from app.redis_client import as_text
 
 #: How often a worker process publishes its record.
@@ -90,6 +91,8 @@ class FleetControl(Middleware):
       client: a function returning the Redis client the records are written with.
       process_type: the Procfile process type, shown in the record.
       record_interval_s: how often the record is published.
+      tally: the counts per minute flushed with the record (``app.minute_counts``); this
+        middleware adds each queue's ``done`` and ``failed`` messages to ``queue:<name>``.
     """
 
     def __init__(
@@ -99,12 +102,14 @@ class FleetControl(Middleware):
         client: Callable[[], redis.Redis],
         process_type: str,
         record_interval_s: float = RECORD_INTERVAL_S,
+        tally: MinuteTally = TALLY,
     ) -> None:
         self.logger = get_logger(__name__, type(self))
         self.watcher = watcher
         self.client = client
         self.process_type = process_type
         self.record_interval_s = record_interval_s
+        self.tally = tally
         self.processed = 0
         self.failed = 0
         self.revoked_skipped = 0
@@ -188,6 +193,7 @@ class FleetControl(Middleware):
                 self.processed += 1
             else:
                 self.failed += 1
+        self.tally.add(queue_series(message.queue_name), "done" if exception is None else "failed")
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         watch_abort_signal(None)
@@ -247,9 +253,16 @@ class FleetControl(Middleware):
     def _publish(self, *, stopped: bool = False) -> None:
         record = self.record(stopped=stopped)
         try:
-            publish_record(self.client(), record, stopped=stopped)
+            client = self.client()
+            publish_record(client, record, stopped=stopped)
+            self.tally.flush(client)
         except redis.RedisError as error:
             self.logger.warning("Could not publish this worker's record: %s", error)
+
+
+def queue_series(queue_name: str) -> str:
+    """The series of counts per minute (``app.minute_counts``) of ``queue_name``'s messages."""
+    return f"queue:{q_name(queue_name)}"
 
 
 def publish_record(client: redis.Redis, record: dict[str, Any], *, stopped: bool) -> None:

@@ -18,6 +18,10 @@ any W seconds, at most ``rate x (W + lateness) + burst`` starts. Measured at 20/
 30 s window (20.6/s over the window): the bound did not hold there, for a reason not yet found
 (``docs/benchmarks.md``, scenario 5). ``max_age`` still counts from the first send: a message whose
 slot lies beyond it expires (``AgeLimit``) instead of running.
+
+What operators see (the console's Limits page): each deferral is counted per minute
+(``app.minute_counts``, series ``deferred:<actor>``), and :func:`read_booked` tells how far
+ahead of now each limiter's starts are already booked, from the limiter's own key.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import random
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +49,15 @@ from app.middleware import (
     lazy_client,
     option,
 )
+from app.minute_counts import TALLY, MinuteTally
 
 #: The message option holding the limiter slot a deferred message reserved.
 SLOT_OPTION = "rate_limit_slot"
+#: The prefix of the limiters' Redis keys unless a ``RateLimits`` is given another.
+NAMESPACE = "fintask"
+#: The field a deferral is counted under in its actor's series: a limit is the actor's
+#: whole, never split by partition (an account, a provider).
+ALL_PARTITIONS = "all"
 
 _PERIODS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h)\s*$")
@@ -112,6 +122,8 @@ class RateLimits(Middleware):
       override: the rate an operator set for an actor at runtime (``fintask limits set``),
         by actor name, or ``None``; it wins over the declared one, and may limit an actor
         that declares none.
+      tally: the counts per minute each deferral is added to (``deferral_series``); a worker
+        process's ``FleetControl`` flushes it to Redis with its record.
 
     ``deferred`` counts deferrals per actor name in this process.
     """
@@ -120,11 +132,12 @@ class RateLimits(Middleware):
         self,
         *,
         client: RedisSource,
-        namespace: str = "fintask",
+        namespace: str = NAMESPACE,
         burst: int = 1,
         max_jitter_ms: int = 50,
         on_defer: Callable[[MessageProxy, int], None] | None = None,
         override: Callable[[str], str | None] | None = None,
+        tally: MinuteTally = TALLY,
     ) -> None:
         self.logger = get_logger(__name__, type(self))
         self.client = lazy_client(client)
@@ -133,6 +146,7 @@ class RateLimits(Middleware):
         self.max_jitter_ms = max_jitter_ms
         self.on_defer = on_defer
         self.override = override
+        self.tally = tally
         self.deferred: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._script: Callable[..., Any] | None = None
@@ -177,6 +191,7 @@ class RateLimits(Middleware):
         )
         with self._lock:
             self.deferred[actor.actor_name] += 1
+        self.tally.add(deferral_series(actor.actor_name), ALL_PARTITIONS)
         if self.on_defer is not None:
             self.on_defer(message, delay_ms)
         self.logger.debug(
@@ -207,4 +222,37 @@ class RateLimits(Middleware):
 
     def redis_key(self, actor: Actor[..., Any]) -> str:
         """The Redis key of the limiter the actor's messages count against."""
-        return f"{self.namespace}:rate:{actor.actor_name}"
+        return limiter_key(actor.actor_name, namespace=self.namespace)
+
+
+def limiter_key(actor_name: str, *, namespace: str = NAMESPACE) -> str:
+    """The Redis key of ``actor_name``'s limiter: its theoretical arrival time (GCRA)."""
+    return f"{namespace}:rate:{actor_name}"
+
+
+def deferral_series(actor_name: str) -> str:
+    """The series of counts per minute (``app.minute_counts``) of ``actor_name``'s deferrals."""
+    return f"deferred:{actor_name}"
+
+
+def read_booked(
+    client: redis.Redis, actor_names: Iterable[str], *, namespace: str = NAMESPACE
+) -> dict[str, float]:
+    """How far ahead of now, in seconds, each actor's limiter has booked its starts.
+
+    The limiter's key holds the time its next start may take (its TAT), so the distance from
+    now to it is its usage: 0 for an idle limiter, about one interval for one running at its
+    limit, more for one with deferred messages waiting for their slots (divide by the interval
+    for their number). Read on Redis's clock, as the limiter writes it.
+    """
+    names = list(actor_names)
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    for name in names:
+        pipe.get(limiter_key(name, namespace=namespace))
+    (seconds, micros), *tats = pipe.execute()
+    now_us = int(seconds) * 1_000_000 + int(micros)
+    return {
+        name: 0.0 if tat is None else max(0, int(tat) - now_us) / 1_000_000
+        for name, tat in zip(names, tats, strict=True)
+    }

@@ -64,7 +64,7 @@ def authenticated(
 ) -> Principal:
     """The caller its bearer token names; 401 without a live token, 429 after many failures."""
     address = request.client.host if request.client else "unknown"
-    _refuse_if_locked_out(address)
+    refuse_if_locked_out(address)
     if credentials is None:
         raise HTTPException(
             401,
@@ -75,7 +75,7 @@ def authenticated(
         token = authenticate(session, credentials.credentials)
         principal = None if token is None else Principal(token.name, token.role)
     if principal is None:
-        _count_failure(address)
+        count_failure(address)
         raise HTTPException(
             401,
             "the API token is not valid: it is unknown or revoked",
@@ -111,7 +111,7 @@ def _failures_key(address: str) -> str:
     return f"fintask:auth:failures:{address}"
 
 
-def _refuse_if_locked_out(address: str) -> None:
+def refuse_if_locked_out(address: str) -> None:
     """429 with ``Retry-After`` while ``address`` has used up its failures in this window."""
     key = _failures_key(address)
     try:
@@ -131,7 +131,7 @@ def _refuse_if_locked_out(address: str) -> None:
         )
 
 
-def _count_failure(address: str) -> None:
+def count_failure(address: str) -> None:
     """Count one failed attempt; the first in a window starts the window's clock."""
     key = _failures_key(address)
     try:

@@ -20,14 +20,16 @@ from pydantic import BaseModel, Field
 
 from app.control import audit
 from app.control.actions import (
+    MessageMoved,
     Operator,
     UnknownTarget,
+    WrongState,
     check_queue,
     queue_names,
     rate_limits,
 )
 from app.control.masking import MaskPolicy
-from app.control.messages import find_message, list_messages
+from app.control.messages import MessageFilter, find_message, list_messages
 from app.control.workers import list_workers
 from app.control_state import read_state
 from app.inspection import queue_stats
@@ -48,12 +50,17 @@ OperatorToken = Annotated[Principal, Depends(require_operator)]
 QueueName = Annotated[str, Path(max_length=200, description="a queue fintask declares")]
 ActorName = Annotated[str, Path(max_length=200, description="an actor fintask declares")]
 JobName = Annotated[str, Path(max_length=200, description="a job of the periodic schedule")]
+MessageId = Annotated[str, Path(max_length=100, description="a message id, or a Redis id")]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
     404: {"model": ErrorOut, "description": "No such queue, actor or message."},
 }
 _LIST_ERRORS = {**_ERRORS, **BAD_CURSOR_RESPONSE}
+_MOVE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"model": ErrorOut, "description": "The message is in a state the action skips."},
+}
 _PURGE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     400: {"model": ErrorOut, "description": "`confirm` is not the queue's name."},
@@ -83,6 +90,16 @@ class PurgeIn(BaseModel):
     confirm: str
 
 
+class MessagePage(Listed):
+    """A page of a queue's messages, and how many entries were read for it."""
+
+    scanned: int = Field(
+        description="entries read for this page: a filtered page holds those that matched, "
+        "and next_cursor continues after the last one read (a page may be short, even empty, "
+        "and still have one)"
+    )
+
+
 class RateIn(BaseModel):
     rate: str = Field(examples=["10/s", "600/m"], max_length=32)
 
@@ -105,7 +122,7 @@ def get_queues(_: Viewer, cursor: Cursor = None, limit: Limit = 100) -> Listed:
     return offset_page(items, cursor, limit)
 
 
-@router.get("/queues/{queue_name}/messages", response_model=Listed, responses=_LIST_ERRORS)
+@router.get("/queues/{queue_name}/messages", response_model=MessagePage, responses=_LIST_ERRORS)
 def get_queue_messages(
     queue_name: QueueName,
     _: Viewer,
@@ -113,9 +130,21 @@ def get_queue_messages(
     order: Literal["oldest", "newest"] = "oldest",
     cursor: Cursor = None,
     limit: Limit = 50,
-) -> Listed:
-    """A queue's messages in one state, oldest or newest first; arguments masked except ids."""
+    actor: Annotated[str | None, Query(max_length=200, description="only this actor's")] = None,
+    exception: Annotated[
+        str | None,
+        Query(max_length=200, description="only those whose last exception is of this class"),
+    ] = None,
+    min_age_s: Annotated[
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="only those sent this long ago or more"),
+    ] = None,
+) -> MessagePage:
+    """A queue's messages in one state, oldest or newest first, filtered if asked; arguments
+    masked except ids, reasons and tracebacks redacted. A filtered page reads a bounded number
+    of entries (``scanned``): it may hold fewer than ``limit`` and still have a next page."""
     _known_queue(queue_name)
+    where = MessageFilter.of(actor=actor, exception=exception, min_age_s=min_age_s)
     with bad_cursor_is_400():
         page = list_messages(
             get_redis(),
@@ -125,12 +154,17 @@ def get_queue_messages(
             cursor=cursor,
             limit=limit,
             policy=MaskPolicy(),
+            where=where,
         )
-    return Listed(items=[m.as_dict() for m in page.items], next_cursor=page.next_cursor)
+    return MessagePage(
+        items=[m.as_dict() for m in page.items],
+        next_cursor=page.next_cursor,
+        scanned=page.scanned,
+    )
 
 
 @router.get("/messages/{message_id}", responses=_ERRORS)
-def get_message(message_id: Annotated[str, Path(max_length=100)], _: Viewer) -> dict[str, Any]:
+def get_message(message_id: MessageId, _: Viewer) -> dict[str, Any]:
     """One message by its id (or its Redis id), wherever it is: queued, delayed, held by a
     worker, or dead."""
     broker = dramatiq.get_broker()
@@ -142,7 +176,7 @@ def get_message(message_id: Annotated[str, Path(max_length=100)], _: Viewer) -> 
 
 @router.post("/messages/{message_id}/cancel", responses=_ERRORS)
 def cancel_message(
-    message_id: Annotated[str, Path(max_length=100)],
+    message_id: MessageId,
     principal: OperatorToken,
     session: SessionDep,
     body: CancelIn | None = None,
@@ -161,6 +195,33 @@ def cancel_message(
         "removed": cancelled.removed,
         "revoked": cancelled.revoked,
     }
+
+
+@router.post("/messages/{message_id}/requeue", responses=_MOVE_ERRORS)
+def requeue_message(
+    message_id: MessageId, principal: OperatorToken, session: SessionDep
+) -> dict[str, Any]:
+    """Move a dead letter back to its ready queue, its retries reset; 409 for a message that
+    is not a dead letter."""
+    return _moved(lambda: _operator(principal, session).requeue(message_id))
+
+
+@router.delete("/messages/{message_id}", responses=_MOVE_ERRORS)
+def delete_message(
+    message_id: MessageId, principal: OperatorToken, session: SessionDep
+) -> dict[str, Any]:
+    """Delete a dead letter and the reason it died, for good. Only dead letters: a waiting
+    message is removed without running by cancelling it (409 says so)."""
+    return _moved(lambda: _operator(principal, session).delete_dead(message_id))
+
+
+@router.post("/messages/{message_id}/run-now", responses=_MOVE_ERRORS)
+def run_message_now(
+    message_id: MessageId, principal: OperatorToken, session: SessionDep
+) -> dict[str, Any]:
+    """Move a delayed or retrying message to the head of its ready queue, keeping its id, so
+    that it runs once, now. 409 when a worker already holds it until its eta: it runs then."""
+    return _moved(lambda: _operator(principal, session).run_now(message_id))
 
 
 @router.post("/actors/{actor_name}/cancel", responses=_ERRORS)
@@ -286,13 +347,20 @@ def _operator(principal: Principal, session: SessionDep) -> Operator:
 
 
 def _acting(action: Callable[[], T]) -> T:
-    """Run an action; an unknown target is a 404, a bad value (a rate) a 422."""
+    """Run an action; an unknown target is a 404, a message in a state the action skips a
+    409, a bad value (a rate) a 422."""
     try:
         return action()
     except UnknownTarget as error:
         raise HTTPException(404, str(error)) from None
+    except WrongState as error:
+        raise HTTPException(409, str(error)) from None
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
+
+
+def _moved(action: Callable[[], MessageMoved]) -> dict[str, Any]:
+    return _acting(action).as_dict()
 
 
 def _known_queue(queue_name: str) -> None:

@@ -13,6 +13,7 @@ not answering (the control plane reads it) is a 503 the same way.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -21,7 +22,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -51,6 +52,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, database_unavailable)
     app.add_exception_handler(redis.ConnectionError, redis_unavailable)
     app.add_exception_handler(redis.TimeoutError, redis_unavailable)
+
+
+def problem_detail(answer: Response) -> str:
+    """The ``detail`` sentence of an answer ``problem`` made."""
+    body = json.loads(bytes(answer.body))
+    return str(body["detail"])
 
 
 def problem(

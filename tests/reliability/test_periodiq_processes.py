@@ -21,7 +21,7 @@ from app.middleware.ticks import tick_id
 from tests.support.periodiq_actors import QUEUE, RUNS_KEY, SCHEDULE
 from tests.support.processes import VENV_BIN, fintask_env, running, wait_until
 
-pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(480)]
 
 MODULE = "tests.support.periodiq_actors"
 PERIODIQ = [str(VENV_BIN / "periodiq"), "app.broker:setup_broker", MODULE]

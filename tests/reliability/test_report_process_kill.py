@@ -27,10 +27,12 @@ from tests.support.processes import (
     wait_until,
 )
 
+#: The fault suite's (``make test-reliability``): two minutes of a 3,000-user run.
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
+
 USERS = 3_000
 
 
-@pytest.mark.timeout(600)
 def test_sigkill_mid_run_resumes_with_one_email_per_active_user(redis_url, tmp_path):
     database_url = f"sqlite:///{tmp_path / 'fintask.db'}"
     upgrade(database_url)
