@@ -1,5 +1,5 @@
 """What operators change at runtime, kept in Redis for the whole fleet: paused queues, revoked
-messages and rate-limit overrides.
+messages, delayed messages to release now and rate-limit overrides.
 
 Operators write it through ``app.control`` (the ``fintask`` CLI, the HTTP API); every worker
 process reads it through a ``ControlWatcher``. Each change increments one version counter in
@@ -12,6 +12,12 @@ or a deferral keeps it) until an expiry the caller chooses past the message's ``
 after that, Dramatiq's ``AgeLimit`` drops the message anyway. They live in Redis, not in a
 worker's memory, so a restarted worker still knows them (Celery keeps revokes per worker, in
 memory, and forgets them on restart unless ``--statedb`` is set).
+
+A release ("run now" of a delayed message a worker holds in memory until its eta:
+``app.middleware.fleet``) is kept by the Redis id of the held copy, not by message id: a retry
+keeps the message id but is a new copy with a new Redis id, and must wait out its backoff, not
+be released by a request made for an earlier attempt. A held copy is enqueued at its eta at the
+latest, so the request is kept until ``RELEASE_KEPT_MS`` past the eta and then forgotten.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ PAUSED_KEY = "fintask:control:paused"
 REVOKED_KEY = "fintask:control:revoked"
 #: A hash: revoked message id -> how a running copy is stopped ("soft" or "hard").
 REVOKED_MODES_KEY = "fintask:control:revoked:modes"
+#: A sorted set: Redis id of a held delayed message to release now -> when the request may be
+#: forgotten (ms since the epoch).
+RELEASED_KEY = "fintask:control:released"
 #: A hash: actor name -> the rate limit that replaces its declared one ("70/s").
 LIMITS_KEY = "fintask:control:limits"
 
@@ -46,6 +55,10 @@ ABORT_MODES: tuple[AbortMode, ...] = ("soft", "hard")
 
 #: How often a watcher asks whether the state changed.
 POLL_INTERVAL_S = 1.0
+
+#: How long past its message's eta a release request is kept: by its eta every holder enqueues
+#: the message anyway, and the margin covers clocks that disagree.
+RELEASE_KEPT_MS = 3_600_000
 
 _logger = logging.getLogger(__name__)
 
@@ -75,6 +88,8 @@ class ControlState:
     paused: frozenset[str] = frozenset()
     #: Revoked message id -> abort mode.
     revoked: Mapping[str, AbortMode] = field(default_factory=dict)
+    #: Redis ids of held delayed messages their holders release now.
+    released: frozenset[str] = frozenset()
     #: Actor name -> overriding rate limit text.
     limits: Mapping[str, str] = field(default_factory=dict)
 
@@ -85,15 +100,16 @@ def read_version(client: redis.Redis) -> int:
 
 
 def read_state(client: redis.Redis, *, now_ms: int | None = None) -> ControlState:
-    """The whole state, as one transaction saw it; expired revocations left out."""
+    """The whole state, as one transaction saw it; expired revocations and releases left out."""
     now_ms = current_millis() if now_ms is None else now_ms
     pipe = client.pipeline(transaction=True)
     pipe.get(VERSION_KEY)
     pipe.smembers(PAUSED_KEY)
     pipe.zrangebyscore(REVOKED_KEY, f"({now_ms}", "+inf")
     pipe.hgetall(REVOKED_MODES_KEY)
+    pipe.zrangebyscore(RELEASED_KEY, f"({now_ms}", "+inf")
     pipe.hgetall(LIMITS_KEY)
-    version, paused, revoked, modes, limits = pipe.execute()
+    version, paused, revoked, modes, released, limits = pipe.execute()
     mode_of = {as_text(k): as_text(v) for k, v in modes.items()}
     return ControlState(
         version=int(version or 0),
@@ -101,6 +117,7 @@ def read_state(client: redis.Redis, *, now_ms: int | None = None) -> ControlStat
         revoked={
             as_text(i): "hard" if mode_of.get(as_text(i)) == "hard" else "soft" for i in revoked
         },
+        released=frozenset(as_text(redis_id) for redis_id in released),
         limits={as_text(k): as_text(v) for k, v in limits.items()},
     )
 
@@ -143,6 +160,23 @@ def revoke(
         args += [message_id, int(expiry_ms)]
     script = client.register_script(_REVOKE)
     return int(script(keys=[REVOKED_KEY, REVOKED_MODES_KEY, VERSION_KEY], args=args))
+
+
+def release(
+    client: redis.Redis, redis_id: str, *, eta_ms: int | None, now_ms: int | None = None
+) -> bool:
+    """Ask the worker holding delayed message ``redis_id`` (due at ``eta_ms``) to enqueue it
+    now, until ``RELEASE_KEPT_MS`` past its eta (past now if it has none, or it is due
+    already); whether the request is new or extended. Expired requests are forgotten in the
+    same transaction."""
+    now_ms = current_millis() if now_ms is None else now_ms
+    until_ms = max(now_ms, eta_ms or now_ms) + RELEASE_KEPT_MS
+    pipe = client.pipeline(transaction=True)
+    pipe.zremrangebyscore(RELEASED_KEY, "-inf", now_ms)
+    pipe.zadd(RELEASED_KEY, {redis_id: until_ms}, gt=True, ch=True)
+    pipe.incr(VERSION_KEY)
+    _, changed, _ = pipe.execute()
+    return bool(changed)
 
 
 def _change(client: redis.Redis, command: Callable[[redis.client.Pipeline], object]) -> bool:

@@ -179,7 +179,7 @@ def messages_cancel(message_id: str, hard: bool, as_json: bool) -> None:
 @JSON_OPTION
 def messages_requeue(message_id: str, as_json: bool) -> None:
     """Move a dead letter back to its ready queue, its retries reset (audited)."""
-    _move(lambda operator: operator.requeue(message_id), "requeued", as_json)
+    _move(lambda operator: operator.requeue(message_id), lambda _: "requeued", as_json)
 
 
 @messages.command("delete")
@@ -187,15 +187,16 @@ def messages_requeue(message_id: str, as_json: bool) -> None:
 @JSON_OPTION
 def messages_delete(message_id: str, as_json: bool) -> None:
     """Delete a dead letter and its reason for good (a waiting message: cancel it)."""
-    _move(lambda operator: operator.delete_dead(message_id), "deleted", as_json)
+    _move(lambda operator: operator.delete_dead(message_id), lambda _: "deleted", as_json)
 
 
 @messages.command("run-now")
 @click.argument("message_id")
 @JSON_OPTION
 def messages_run_now(message_id: str, as_json: bool) -> None:
-    """Move a delayed or retrying message to the head of its ready queue, keeping its id."""
-    _move(lambda operator: operator.run_now(message_id), "moved to its ready queue", as_json)
+    """Run a delayed or retrying message now, keeping its id: moved to the head of its ready
+    queue, or, if a worker holds it, released by that worker within about 2 s."""
+    _move(lambda operator: operator.run_now(message_id), _ran_now, as_json)
 
 
 @messages.command("cancel-matching")
@@ -273,8 +274,13 @@ def limits_clear(actor_name: str, as_json: bool) -> None:
         click.echo(f"{actor_name}: " + ("override removed" if changed else "had no override"))
 
 
-def _move(action: Callable[[Operator], MessageMoved], done: str, as_json: bool) -> None:
-    """Run one message action; a message not there or in another state fails saying so."""
+def _move(
+    action: Callable[[Operator], MessageMoved],
+    done: Callable[[MessageMoved], str],
+    as_json: bool,
+) -> None:
+    """Run one message action and say what ``done`` calls it; a message not there or in
+    another state fails saying so."""
     with acting_operator() as operator:
         try:
             moved = action(operator)
@@ -283,7 +289,14 @@ def _move(action: Callable[[Operator], MessageMoved], done: str, as_json: bool) 
     if as_json:
         print_json(moved.as_dict())
     else:
-        click.echo(f"{moved.message_id} ({moved.was} in {moved.queue_name}): {done}")
+        click.echo(f"{moved.message_id} ({moved.was} in {moved.queue_name}): {done(moved)}")
+
+
+def _ran_now(moved: MessageMoved) -> str:
+    """What running a message now did: a held one is still held when the command ends."""
+    if moved.released:
+        return "its worker releases it to its ready queue within about 2 s"
+    return "moved to its ready queue"
 
 
 def _parse_arguments(pairs: tuple[str, ...]) -> dict[str, Any]:

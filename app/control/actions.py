@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app import control_state, schedule_control
 from app.control import audit, moves
 from app.control.cancel import Cancelled, cancel_matching, cancel_message
-from app.control.stored import Found, State, as_text, locate
+from app.control.stored import Found, State, Stored, as_text, locate
 from app.control_state import AbortMode
 from app.inspection import DeadLetter, delete_dead_letter, find_dead_letter, requeue_dead_letter
 from app.middleware.rate_limits import parse_rate
@@ -56,20 +56,26 @@ class UnknownTarget(LookupError):
 
 
 class WrongState(ValueError):
-    """The message is in a state the action does not apply to (a ready one is not requeued,
-    a worker holds a delayed one): the text says which, and what to do instead."""
+    """The message is in a state the action does not apply to (a ready one is not requeued, a
+    running one is not run now): the text says which, and what to do instead."""
 
 
 @dataclass(frozen=True)
 class MessageMoved:
     """What requeueing, deleting or running now did to one message: the state it was in, and
-    the one it is in now (None: deleted)."""
+    the one it is in now (None: deleted; ``held``: its worker was asked to release it)."""
 
     message_id: str
     redis_id: str
     queue_name: str
     was: State
     now: State | None
+
+    @property
+    def released(self) -> bool:
+        """Whether running it now left it held by its worker, asked to release it: that worker
+        enqueues it within about 2 s (``Operator.run_now``)."""
+        return self.now == "held"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -248,15 +254,21 @@ class Operator:
         )
 
     def run_now(self, message_id: str) -> MessageMoved:
-        """Move a delayed or retrying message (by message id or Redis id) to the head of its
-        ready queue now, keeping its ids, so that it runs once, ahead of its eta.
+        """Run a delayed or retrying message (by message id or Redis id) once, now, ahead of
+        its eta, keeping its message id.
 
-        A worker that already holds it (its delay consumer fetched it) runs it at its eta:
-        ``WrongState`` says so, and nothing is changed (``app.control.moves`` says why).
+        One still in its delay queue's list is moved to the head of its ready queue
+        (``app.control.moves``). One a worker's delay consumer already holds in memory is left
+        where it is, and the worker is asked, through the control state, to release it: it
+        enqueues it within about 2 s, as it would at its eta (``app.middleware.fleet``);
+        the answer says so (``MessageMoved.released``). A message a worker fetched from its
+        ready queue (prefetched or running) is refused: it runs now already.
         """
         found = locate(self.client, queue_names(self.broker), message_id)
         if found is None:
             raise UnknownTarget(f"no message {message_id} is in any queue of fintask")
+        if found.state == "held" and found.stored.place == "delay":
+            return self._release(found)
         if found.state not in ("delayed", "retrying"):
             raise WrongState(_not_delayed(message_id, found))
         stored = found.stored
@@ -264,13 +276,13 @@ class Operator:
         if outcome == "missing":
             raise UnknownTarget(f"message {message_id} went meanwhile: it ran or was cancelled")
         if outcome == "held":
-            raise WrongState(f"message {message_id} was fetched by a worker meanwhile: {_HELD}")
+            return self._release(found)  # a delay consumer fetched it since it was located
         if outcome != "ready":
             raise WrongState(f"message {message_id} moved meanwhile ({outcome}): look again")
         moved = MessageMoved(
             stored.message_id, as_text(stored.redis_id), stored.queue_name, found.state, "ready"
         )
-        self._audit_row("message.run_now", _moved_row(moved, eta=rfc3339(stored.eta_ms)))
+        self._audit_row("message.run_now", _run_now_row(moved, stored, "moved to its ready queue"))
         return moved
 
     def cancel_matching(
@@ -343,6 +355,16 @@ class Operator:
             changed = cancel_run(self.session, run_id)
             self._record("run.cancel", str(run_id), detail={"changed": changed})
         return changed
+
+    def _release(self, found: Found) -> MessageMoved:
+        """Ask the worker holding delayed message ``found`` to enqueue it now (its Redis id in
+        the control state's releases, until an hour past its eta), and audit it."""
+        stored = found.stored
+        redis_id = as_text(stored.redis_id)
+        control_state.release(self.client, redis_id, eta_ms=stored.eta_ms)
+        moved = MessageMoved(stored.message_id, redis_id, stored.queue_name, found.state, "held")
+        self._audit_row("message.run_now", _run_now_row(moved, stored, "released by its worker"))
+        return moved
 
     def _dead_letter(self, wanted: str, hint: str) -> DeadLetter:
         """The dead letter ``wanted`` names (message id or Redis id), in any queue;
@@ -438,20 +460,13 @@ class Operator:
         )
 
 
-#: Why a message a worker holds until its eta is not moved (``app.control.moves``).
-_HELD = (
-    "a worker holds it until its eta and runs it then; taking it from the worker could run it "
-    "twice, so it was not moved: cancel it and send it again to run it sooner"
-)
-
-
 def _not_delayed(message_id: str, found: Found) -> str:
     """Why a message in ``found.state`` cannot be run now, and what to do instead."""
-    if found.state == "held" and found.stored.eta_ms is not None:
-        eta = rfc3339(found.stored.eta_ms)
-        return f"message {message_id} is held by worker {found.worker_id} (eta {eta}): {_HELD}"
     if found.state == "held":
-        return f"message {message_id} is held by worker {found.worker_id}: it runs now already"
+        return (
+            f"message {message_id} is held by worker {found.worker_id}, fetched from its ready "
+            "queue: it is running or about to"
+        )
     if found.state == "dead":
         return f"message {message_id} is a dead letter: requeue it to run it again"
     return f"message {message_id} is ready already: the next consumer of its queue takes it"
@@ -465,6 +480,11 @@ def _cancel_row(cancelled: Cancelled, mode: AbortMode) -> _Row:
         "mode": mode,
     }
     return cancelled.message_id, count, detail
+
+
+def _run_now_row(moved: MessageMoved, stored: Stored, how: str) -> _Row:
+    """The audit row of running ``moved`` now: its eta, and ``how`` it was made to run."""
+    return _moved_row(moved, eta=rfc3339(stored.eta_ms), how=how)
 
 
 def _moved_row(moved: MessageMoved, **more: object) -> _Row:

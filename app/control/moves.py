@@ -13,14 +13,12 @@ from now (``due_at_ms``, so its wait is measured from the move). Being one scrip
 moved, or nothing changed: no consumer can fetch it from both lists.
 
 A message a worker already holds is **not** moved: that worker will enqueue its copy at the eta
-whatever Redis says, and nothing tells it not to. Moving it would run it twice; revoking it
-and sending a copy would stop the copy too (revocations are by message id, which the copy keeps)
-unless the copy took a new id, and then it would no longer be the message the operator, the
-logs and the job records know. So the answer is ``held``: it runs at its eta, or the operator
-cancels it and sends it again. With workers running, their delay consumers fetch a delayed
-message within moments of its send (Dramatiq's delay prefetch is a thousand per thread), so a
-message can be run now while no worker consumes its queue, or in the moment before one fetches
-it: the console and the API say so rather than pretend.
+whatever Redis says, so moving it would run it twice (``held``). ``Operator.run_now`` asks that
+worker instead, through the control state, to release it: the worker makes it due now in its
+memory and enqueues it itself, within about 2 s, as at its eta (``app.middleware.fleet``).
+With workers running, their delay consumers fetch a delayed message within moments of its send
+(Dramatiq's delay prefetch is a thousand per thread), so the move here serves a message no
+worker consumes, or the moment before one fetches it; the release serves the others.
 """
 
 from __future__ import annotations

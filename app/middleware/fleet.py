@@ -14,17 +14,26 @@ It obeys the fleet's control state (``app.control_state``, read about once a sec
   ``MessageRevoked`` raised in its thread, as Dramatiq's ``time_limit`` raises its exception;
 - a message of a **paused** queue that this process fetched before the pause went out is
   put back on its queue instead of starting (the consumers fetch nothing more:
-  ``app.wakeup_broker``), so nothing of a paused queue starts once the pause has been seen.
+  ``app.wakeup_broker``), so nothing of a paused queue starts once the pause has been seen;
+- a delayed message it holds in memory until its eta that an operator asked to **run now** (its
+  Redis id is in the state's ``released``) is made due now in its consumer thread's delay
+  queue, and that thread enqueues it as it would at its eta (``release_delayed``). Releases are
+  applied on each change and again at each record beat: the beat catches one the consumer
+  thread had in hand at the change, and one this process fetched after it (a dead holder's
+  message, returned by recovery).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
+from queue import PriorityQueue
 from typing import Any, cast
 
 import psutil
@@ -35,10 +44,12 @@ from dramatiq.common import current_millis, q_name
 from dramatiq.logging import get_logger
 from dramatiq.middleware import SkipMessage
 from dramatiq.threading import raise_thread_exception
+from dramatiq.worker import _WorkQueueItem
 
 from app.control_state import ControlState, ControlWatcher
 from app.middleware import defer_message
 from app.middleware.deadlines import MessageRevoked, watch_abort_signal
+from app.middleware.metrics import DUE_AT_OPTION
 from app.minute_counts import TALLY, MinuteTally
 from app.redis_client import as_text
 
@@ -84,7 +95,7 @@ class Running:
 
 
 class FleetControl(Middleware):
-    """Publishes this worker process's record and applies revocations and pauses.
+    """Publishes this worker process's record and applies revocations, pauses and releases.
 
     Parameters:
       watcher: the process's ``ControlWatcher``, shared with the rate limits and the consumers.
@@ -225,8 +236,9 @@ class FleetControl(Middleware):
         }
 
     def _apply(self, state: ControlState) -> None:
-        """Stop the running messages the new state revokes, then publish the record at once:
-        its ``control_version`` tells operators (and tests) that this process obeys it."""
+        """Stop the running messages the new state revokes and release the delayed ones it
+        asks to run now, then publish the record at once: its ``control_version`` tells
+        operators (and tests) that this process obeys it."""
         with self._lock:
             revoked = [r for r in self.running.values() if r.message_id in state.revoked]
         for running in revoked:
@@ -243,11 +255,24 @@ class FleetControl(Middleware):
                     "Message %r was revoked while it ran: it stops at its next check.",
                     running.message_id,
                 )
+        self._release_held(state)
         if self._worker is not None and not self._stopped.is_set():
             self._publish()
 
+    def _release_held(self, state: ControlState) -> None:
+        """Release, in every consumer thread's delay queue (only those of delay queues hold
+        any), the delayed messages ``state`` asks to run now."""
+        worker = self._worker
+        if worker is None or not state.released:
+            return
+        now_ms = current_millis()
+        for consumer in list(worker.consumers.values()):
+            for message in release_delayed(consumer.delay_queue, state.released, now_ms=now_ms):
+                self.logger.info("Delayed message %r was released to run now.", message.message_id)
+
     def _publish_forever(self) -> None:
         while not self._stopped.wait(self.record_interval_s):
+            self._release_held(self.watcher.state)
             self._publish()
 
     def _publish(self, *, stopped: bool = False) -> None:
@@ -258,6 +283,41 @@ class FleetControl(Middleware):
             self.tally.flush(client)
         except redis.RedisError as error:
             self.logger.warning("Could not publish this worker's record: %s", error)
+
+
+def release_delayed(
+    delay_queue: PriorityQueue[_WorkQueueItem], redis_ids: Set[str], *, now_ms: int
+) -> list[MessageProxy]:
+    """Make due now the messages of a consumer thread's ``delay_queue`` (those it holds until
+    their eta) whose Redis id is in ``redis_ids``; the messages released.
+
+    The thread's own ``handle_delayed_messages``, which runs after every turn of its consumer
+    (at most ``worker_timeout`` apart: ``app.wakeup_broker`` blocks no longer), then does what
+    it does at an eta: it enqueues a copy, without the ``eta`` option, on the canonical queue,
+    and acknowledges the held copy. So the message runs once, keeping its message id, and
+    nothing of it is left in the delay queue or the ack set. Its ``due_at_ms`` is stamped now,
+    so that its wait is measured from the release, as a moved message's is from the move.
+
+    Rewriting the heap from another thread is safe: every ``PriorityQueue`` method works under
+    its ``mutex``, held here throughout; ``_WorkQueueItem`` (frozen) orders by ``priority``
+    (the eta, in ms) then by when it was queued, never by the message, so its copy with
+    priority 0 comes out before any eta once the heap is rebuilt; and the number of items does
+    not change, so no waiter needs waking. A message the thread had taken out at that instant
+    (it takes the head to compare its eta, then puts it back) is not seen: the next call
+    releases it. One already due is left alone: the thread enqueues it anyway.
+    """
+    released: list[MessageProxy] = []
+    with delay_queue.mutex:
+        heap = delay_queue.queue
+        for index, item in enumerate(heap):
+            message = item.message
+            if item.priority > now_ms and message.options.get("redis_message_id") in redis_ids:
+                message.options[DUE_AT_OPTION] = now_ms
+                heap[index] = dataclasses.replace(item, priority=0)
+                released.append(message)
+        if released:
+            heapq.heapify(heap)
+    return released
 
 
 def queue_series(queue_name: str) -> str:

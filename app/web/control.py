@@ -219,8 +219,11 @@ def delete_message(
 def run_message_now(
     message_id: MessageId, principal: OperatorToken, session: SessionDep
 ) -> dict[str, Any]:
-    """Move a delayed or retrying message to the head of its ready queue, keeping its id, so
-    that it runs once, now. 409 when a worker already holds it until its eta: it runs then."""
+    """Run a delayed or retrying message once, now, keeping its id. One still in its delay
+    queue moves to the head of its ready queue (``state``: ``ready``); one a worker holds
+    until its eta stays held (``state``: ``held``) and that worker, asked through the control
+    state, enqueues it within about 2 s. 409 for a message a worker fetched from its ready
+    queue (it is running or about to), a ready one or a dead letter."""
     return _moved(lambda: _operator(principal, session).run_now(message_id))
 
 

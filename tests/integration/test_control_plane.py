@@ -21,6 +21,7 @@ import tests.support.control_actors  # noqa: F401  (declares the actors the oper
 from app import control_state
 from app.control import audit
 from app.control.actions import Operator
+from app.control.messages import find_message
 from app.control.workers import WorkerView, list_workers
 from app.db.migrate import upgrade
 from app.wakeup_broker import WakeupRedisBroker
@@ -31,6 +32,7 @@ from tests.support.recovery import counts, unacked, worker_env, worker_process
 pytestmark = pytest.mark.integration
 
 MODULES = ("actors", "tests.support.control_actors")
+HOUR_MS = 3_600_000
 
 
 @pytest.fixture
@@ -177,18 +179,58 @@ def test_cancelling_a_delayed_message_and_two_running_ones(
             what="both running messages to stop as revoked",
         )
         wait_until(lambda: time.time() > due_at + 2, what="the delayed message's eta")
-        wait_until(
-            lambda: (
-                unacked(client, QUEUE) == unacked(client, f"{QUEUE}.DQ") == 0
-                and client.llen(f"dramatiq:{QUEUE}") == 0
-            ),
-            what="nothing left to run",
-        )
+        wait_until(lambda: nothing_left(client), what="nothing left to run")
     assert started(client) == {cooperative: 1, stubborn: 1}  # no retry, no delayed run
     assert client.zcard(f"dramatiq:{QUEUE}.XQ") == 0
     assert not client.exists(RELEASE_KEY)
     events, _ = audit.list_events(operator.session, cursor=None, action="message.cancel")
     assert {e.target for e in events} == {delayed, cooperative, stubborn}
+
+
+def test_run_now_of_a_delayed_message_its_worker_holds_runs_it_once_long_before_its_eta(
+    redis_url, client, tmp_path, producer, operator
+):
+    with start_worker(redis_url, tmp_path, "w"):
+        wait_until(lambda: alive(client), timeout_s=60, what="the worker's record")
+        eta_us = redis_now_us(client) + HOUR_MS * 1000
+        delayed = send(producer, "quick", delay_ms=HOUR_MS)
+        wait_until(lambda: held_until_eta(client, delayed), what="the worker to hold it")
+
+        moved = operator.run_now(delayed)
+
+        assert (moved.was, moved.released) == ("held", True)
+        wait_until(lambda: started(client), what="the released message to run")
+        wait_until(lambda: nothing_left(client), what="nothing of it left to run")
+    (start_us,) = (int(stamp) for stamp in client.lrange(STARTS_KEY, 0, -1))
+    assert started(client) == {delayed: 1}
+    assert start_us < eta_us - HOUR_MS * 1000 // 2  # in the first half of its delay
+    assert client.hlen(f"dramatiq:{QUEUE}.DQ.msgs") == 0
+
+
+def test_run_now_asked_while_its_holder_is_dead_is_done_by_the_worker_that_recovers_it(
+    redis_url, client, tmp_path, producer, operator
+):
+    with start_worker(redis_url, tmp_path, "first") as first:
+        wait_until(lambda: alive(client), timeout_s=60, what="the first worker's record")
+        delayed = send(producer, "quick", delay_ms=HOUR_MS)
+        wait_until(lambda: held_until_eta(client, delayed), what="the first worker to hold it")
+        holder = find_message(client, [QUEUE], delayed).worker_id
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # Its heartbeat made older than the heartbeat timeout, as if 60 s had passed: recovery may
+    # return the message at once.
+    client.zadd("dramatiq:__heartbeats__", {holder: 0})
+
+    moved = operator.run_now(delayed)  # still in the dead worker's ack set: no one holds it
+
+    assert (moved.was, moved.released) == ("held", True)
+    with start_worker(redis_url, tmp_path, "second"):
+        wait_until(lambda: started(client), timeout_s=60, what="the recovered message to run")
+        wait_until(lambda: nothing_left(client), what="nothing of it left to run")
+    assert started(client) == {delayed: 1}
+    # The request stays until an hour past the eta, harmless: no copy with its Redis id is left.
+    assert control_state.read_state(client).released == {moved.redis_id}
+    assert client.hlen(f"dramatiq:{QUEUE}.DQ.msgs") == 0
 
 
 def test_a_runtime_rate_limit_replaces_the_declared_one_until_cleared(
@@ -217,6 +259,26 @@ def test_a_runtime_rate_limit_replaces_the_declared_one_until_cleared(
     assert 39 * 0.05 * 0.95 <= spans < 39 * 0.5 / 2
     # back to the declared 2/s: 6 starts at least 500 ms apart
     assert declared_span >= 5 * 0.5 * 0.95
+
+
+def held_until_eta(client: redis.Redis, message_id: str) -> bool:
+    """Whether a worker's delay consumer holds ``message_id`` in memory until its eta."""
+    view = find_message(client, [QUEUE], message_id)
+    return view is not None and view.state == "held" and view.eta_ms is not None
+
+
+def nothing_left(client: redis.Redis) -> bool:
+    """No message of ``QUEUE`` waits in its lists or in a worker's ack sets."""
+    return (
+        unacked(client, QUEUE) == unacked(client, f"{QUEUE}.DQ") == 0
+        and client.llen(f"dramatiq:{QUEUE}") == client.llen(f"dramatiq:{QUEUE}.DQ") == 0
+    )
+
+
+def redis_now_us(client: redis.Redis) -> int:
+    """Now on Redis's clock, the clock the actors stamp their starts with."""
+    seconds, micros = client.time()
+    return int(seconds) * 1_000_000 + int(micros)
 
 
 def ended(client: redis.Redis) -> dict[str, str]:

@@ -84,7 +84,9 @@ def test_linking_an_account_names_the_account(user, stub_broker):
     assert stub_broker.queues["fraud"].qsize() == 1
 
 
-def test_reports_send_names_the_run_and_steering_it_names_each_new_status(database, stub_broker):
+def test_reports_send_names_the_run_and_steering_it_names_each_new_status(
+    database, stub_broker, redis_env
+):
     started = parsed(fintask("reports", "send", "--week", WEEK, "--json"))
     run_id = str(started["run_id"])
 

@@ -330,26 +330,35 @@ def test_delete_removes_a_dead_letter_and_refuses_a_waiting_message(
     assert client.llen(f"dramatiq:{QUEUE}") == 1
 
 
-def test_run_now_moves_a_delayed_message_and_409s_one_a_worker_holds(
+def test_run_now_moves_a_delayed_message_has_a_held_one_released_and_409s_a_running_one(
     api, operator, redis_url, client
 ):
     delayed = send(redis_url, delay_ms=LATER_MS)
     moved = api.post(f"/api/messages/{delayed.message_id}/run-now", headers=operator)
     held = send(redis_url, delay_ms=LATER_MS)
+    running = send(redis_url)
     hold(redis_url, delayed=True)
-    refused = api.post(f"/api/messages/{held.message_id}/run-now", headers=operator)
+    worker = hold(redis_url)
+    released = api.post(f"/api/messages/{held.message_id}/run-now", headers=operator)
+    refused = api.post(f"/api/messages/{running.message_id}/run-now", headers=operator)
 
     assert (moved.status_code, moved.json()["was"], moved.json()["state"]) == (
         200,
         "delayed",
         "ready",
     )
-    assert client.lrange(f"dramatiq:{QUEUE}", 0, -1) == [
-        delayed.options["redis_message_id"].encode()
-    ]
+    assert (released.status_code, released.json()["was"], released.json()["state"]) == (
+        200,
+        "held",
+        "held",
+    )
+    assert control_state.read_state(client).released == {held.options["redis_message_id"]}
     assert refused.status_code == 409
-    assert "a worker holds it until its eta" in refused.json()["detail"]
-    assert audited("message.run_now") == [("token:operator-token", delayed.message_id, 1)]
+    assert f"held by worker {worker}, fetched from its ready queue" in refused.json()["detail"]
+    assert audited("message.run_now") == [
+        ("token:operator-token", held.message_id, 1),
+        ("token:operator-token", delayed.message_id, 1),
+    ]
 
 
 def test_a_viewer_may_not_requeue_delete_or_run_now(api, viewer, redis_url, client):

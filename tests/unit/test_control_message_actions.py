@@ -14,7 +14,9 @@ import redis
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
+from app import control_state
 from app.cli.main import main
+from app.control import audit
 from app.control.actions import Operator, UnknownTarget, WrongState
 from app.db.session import new_session
 from app.dead_letters import reason_key, runnable_message
@@ -118,32 +120,42 @@ def test_run_now_moves_a_delayed_message_to_the_head_of_its_queue_with_its_ids(
     assert audited("message.run_now") == [(WHO, delayed.message_id, 1)]
 
 
-def test_run_now_leaves_a_message_a_worker_holds_until_its_eta_where_it_is(
+def test_run_now_asks_the_worker_holding_a_delayed_message_to_release_it(
     operator, redis_env, client
 ):
     delayed = send(redis_env, delay_ms=LATER_MS)
     worker = hold(redis_env, delayed=True)
 
-    with pytest.raises(WrongState, match=f"held by worker {worker}.*could run it twice"):
-        operator.run_now(delayed.message_id)
+    moved = operator.run_now(delayed.message_id)
 
-    acks = f"dramatiq:__acks__.{worker}.{QUEUE}.DQ"
-    assert client.smembers(acks) == {redis_id(delayed).encode()}
-    assert client.hexists(f"dramatiq:{QUEUE}.DQ.msgs", redis_id(delayed))
+    assert (moved.message_id, moved.was, moved.now) == (delayed.message_id, "held", "held")
+    assert moved.released
+    assert control_state.read_state(client).released == {redis_id(delayed)}
+    kept_until = delayed.options["eta"] + control_state.RELEASE_KEPT_MS
+    assert client.zscore(control_state.RELEASED_KEY, redis_id(delayed)) == kept_until
+    # left where it is: its worker enqueues it, so no second copy is made here
+    assert client.smembers(f"dramatiq:__acks__.{worker}.{QUEUE}.DQ") == {redis_id(delayed).encode()}
     assert client.llen(f"dramatiq:{QUEUE}") == 0
-    assert audited("message.run_now") == []
+    (event,), _ = audit.list_events(operator.session, cursor=None, action="message.run_now")
+    assert (event.target, event.count) == (delayed.message_id, 1)
+    assert event.detail["how"] == "released by its worker"
 
 
-def test_run_now_names_what_to_do_for_a_ready_or_dead_message(operator, redis_env):
+def test_run_now_names_what_to_do_for_a_ready_running_or_dead_message(operator, redis_env):
     dead = dead_letter(redis_env, ValueError("declined"))
+    running = send(redis_env)
+    worker = hold(redis_env)
     ready = send(redis_env)
 
     with pytest.raises(WrongState, match="is ready already"):
         operator.run_now(ready.message_id)
+    with pytest.raises(WrongState, match=f"held by worker {worker}, .*: it is running or about"):
+        operator.run_now(running.message_id)
     with pytest.raises(WrongState, match="is a dead letter: requeue it"):
         operator.run_now(dead.message_id)
     with pytest.raises(UnknownTarget, match="no message nope"):
         operator.run_now("nope")
+    assert control_state.read_state(operator.client).released == frozenset()
 
 
 def test_a_selection_is_acted_on_once_each_and_what_was_gone_is_counted(
@@ -206,14 +218,21 @@ def test_the_cli_requeues_runs_now_and_deletes_as_the_operator_does(operator, re
     ran = fintask("run-now", delayed.message_id)
     refused = fintask("delete", delayed.message_id)
     filtered = fintask("list", "--queue", QUEUE, "--actor", "nope", "--json")
+    held = send(redis_env, delay_ms=LATER_MS)
+    hold(redis_env, delayed=True)
+    released = fintask("run-now", held.message_id)
 
     assert requeued.exit_code == 0, requeued.output
     assert json.loads(requeued.output)["state"] == "ready"
     assert (
         ran.output.strip() == f"{delayed.message_id} (delayed in {QUEUE}): moved to its ready queue"
     )
+    assert released.output.strip() == (
+        f"{held.message_id} (held in {QUEUE}): its worker releases it to its ready queue within "
+        "about 2 s"
+    )
     assert refused.exit_code == 1
     assert "is ready, not a dead letter: cancel it" in refused.output
     assert json.loads(filtered.output)["scanned"] == 2
     assert client.llen(f"dramatiq:{QUEUE}") == 2
-    assert [who.startswith("cli:") for who, _, _ in audited("message.run_now")] == [True]
+    assert [who.startswith("cli:") for who, _, _ in audited("message.run_now")] == [True, True]

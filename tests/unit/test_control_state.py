@@ -1,23 +1,30 @@
 """The fleet's control state in a real Redis, and a worker obeying it (``FleetControl`` on
-Dramatiq's StubBroker, with the state in the test's own redis-server)."""
+Dramatiq's StubBroker, with the state in the test's own redis-server): revocations, and the
+release of a delayed message its worker holds."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from queue import PriorityQueue
 
 import dramatiq
 import pytest
 import redis
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis, dq_name, iter_queue
 from dramatiq.middleware import CurrentMessage
+from dramatiq.worker import _WorkQueueItem
 
 from app import control_state
 from app.control_state import ControlWatcher, read_state
 from app.middleware.deadlines import check_deadline
-from app.middleware.fleet import FleetControl
+from app.middleware.fleet import FleetControl, release_delayed
+from app.middleware.metrics import DUE_AT_OPTION
 from app.middleware.retries import DurableRetries
+from tests.support.processes import wait_until
 
 
 def test_each_change_bumps_the_version_and_says_whether_it_changed_anything(client):
@@ -45,6 +52,21 @@ def test_a_revocation_lasts_until_its_expiry_and_a_later_expiry_wins(client):
     control_state.revoke(client, {"c": now + 500}, now_ms=now + 200)
     assert client.zrange(control_state.REVOKED_KEY, 0, -1) == [b"c"]
     assert client.hkeys(control_state.REVOKED_MODES_KEY) == [b"c"]
+
+
+def test_a_release_is_kept_until_an_hour_past_its_eta_then_forgotten(client):
+    now, hour = 1_000_000, control_state.RELEASE_KEPT_MS
+    assert control_state.release(client, "r-later", eta_ms=now + 60_000, now_ms=now) is True
+    assert control_state.release(client, "r-later", eta_ms=now + 60_000, now_ms=now) is False
+    control_state.release(client, "r-due", eta_ms=now - 5, now_ms=now)  # due: from now on
+
+    assert read_state(client, now_ms=now + hour - 1).released == {"r-later", "r-due"}
+    assert read_state(client, now_ms=now + hour).released == {"r-later"}
+    assert read_state(client, now_ms=now + 60_000 + hour).released == frozenset()
+    # the next release forgets the expired ones for good
+    control_state.release(client, "r-next", eta_ms=None, now_ms=now + 2 * hour)
+    assert client.zrange(control_state.RELEASED_KEY, 0, -1) == [b"r-next"]
+    assert control_state.read_version(client) == 4
 
 
 def test_an_unknown_abort_mode_is_refused(client):
@@ -141,3 +163,51 @@ def test_a_message_revoked_while_it_runs_stops_and_is_not_retried(fleet_broker, 
     assert ended == ["MessageRevoked"]
     assert fleet.failed == 1
     assert broker.dead_letters == []  # acknowledged, not retried nor dead-lettered
+
+
+def held_until(
+    queue: PriorityQueue[_WorkQueueItem], redis_id: str, eta_ms: int, **message_id: str
+) -> MessageProxy:
+    """A delayed message as a consumer thread holds it until its eta (``handle_message``)."""
+    options = {"eta": eta_ms, "redis_message_id": redis_id}
+    message = MessageProxy(dramatiq.Message("q.DQ", "a", (), {}, options, **message_id))
+    queue.put(_WorkQueueItem(eta_ms, message))
+    return message
+
+
+def test_a_released_message_comes_out_of_the_delay_queue_first_and_the_others_keep_their_order():
+    now = 1_000_000
+    queue: PriorityQueue[_WorkQueueItem] = PriorityQueue()
+    held_until(queue, "soon", now + 1_000)
+    held_until(queue, "later", now + 3_600_000)
+    latest = held_until(queue, "latest", now + 7_200_000)
+    held_until(queue, "due", now - 1)
+    # a retry of it: the same message id, a Redis id of its own, so it waits out its backoff
+    held_until(queue, "retry", now + 9_000_000, message_id=latest.message_id)
+
+    released = release_delayed(queue, {"latest", "due", "unknown"}, now_ms=now)
+    again = release_delayed(queue, {"latest"}, now_ms=now)
+
+    assert released == [latest]  # one already due is left alone: it is enqueued anyway
+    assert again == []
+    assert latest.options[DUE_AT_OPTION] == now  # its wait counts from the release
+    order = [item.message.options["redis_message_id"] for item in iter_queue(queue)]
+    assert order == ["latest", "due", "soon", "later", "retry"]
+
+
+def test_a_held_delayed_message_released_by_the_control_state_runs_once_long_before_its_eta(
+    fleet_broker, client
+):
+    broker, _ = fleet_broker
+    ran = []
+    actor = dramatiq.actor(lambda: ran.append(1), broker=broker, actor_name="releasable")
+    actor.send_with_options(delay=3_600_000, redis_message_id="r-1")
+    wait_until(
+        lambda: broker.queues[dq_name(actor.queue_name)].qsize() == 0,
+        what="the worker's delay consumer to hold the message",
+    )
+
+    control_state.release(client, "r-1", eta_ms=current_millis() + 3_600_000)
+    broker.join(actor.queue_name, timeout=30_000)
+
+    assert ran == [1]  # the join saw both queues done: it is not held again for its eta

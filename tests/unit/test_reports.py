@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from actors.reports import start_weekly_report, weekly_report
 from app.cli.main import main
+from app.control import audit
 from app.db.models import Notification, User
-from app.db.session import default_engine, transaction
+from app.db.session import default_engine, new_session, transaction
 from app.local.seed import seed
 from app.web import create_app
 from chunking import ChunkRun, RunStatus
@@ -146,7 +147,8 @@ def test_progress_is_served_as_json_and_a_missing_run_is_a_404(users, stub_broke
     assert missing.json()["detail"] == "run 999999 does not exist"
 
 
-def test_the_cli_starts_lists_and_steers_runs(users, stub_broker):
+def test_the_cli_starts_lists_and_steers_runs(users, stub_broker, redis_env):
+    # (Pausing, resuming and cancelling are control actions: audited, through Redis.)
     runner = CliRunner()
 
     started = runner.invoke(main, ["reports", "send", "--week", WEEK])
@@ -163,6 +165,14 @@ def test_the_cli_starts_lists_and_steers_runs(users, stub_broker):
     assert cancelled.output == "run 1 cancelled\n"
     assert again.exit_code == 1
     assert "run 1 was not cancelled: it is cancelled" in again.output
+    with new_session() as session:
+        events, _ = audit.list_events(session, cursor=None)
+    assert [(e.action, e.target) for e in reversed(events)] == [
+        ("run.pause", "1"),
+        ("run.resume", "1"),
+        ("run.cancel", "1"),
+        ("run.cancel", "1"),  # refused, and audited as not changed
+    ]
 
 
 def test_a_malformed_week_is_refused(database, stub_broker):

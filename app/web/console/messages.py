@@ -8,9 +8,10 @@ its reason and traceback redacted. The actions offered are those of its state, e
   (that is what deleting a waiting message would be, so "delete" is for dead letters only),
   and revoked; a held one is revoked and, if running, stops softly (or, asked, at once);
 - **requeue** a dead letter to its ready queue, its retries reset, or **delete** it for good;
-- **run now** a delayed or retrying one still in its delay queue: it moves to the head of its
-  ready queue, keeping its id. One a worker already holds is not moved (it would run twice:
-  ``app.control.moves``); the page says so instead of offering it.
+- **run now** a delayed or retrying one: one still in its delay queue moves to the head of its
+  ready queue, keeping its id; one a worker holds until its eta is released by that worker,
+  which enqueues it within about 2 s (moving it would run it twice:
+  ``app.control.moves``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dramatiq.common import current_millis
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from app.control.actions import UnknownTarget, WrongState, queue_names
+from app.control.actions import MessageMoved, UnknownTarget, WrongState, queue_names
 from app.control.cancel import Cancelled
 from app.control.masking import MaskPolicy
 from app.control.messages import MessageView, find_message
@@ -41,7 +42,8 @@ MessageId = Annotated[str, Path(max_length=100)]
 
 #: The states a message can be cancelled in: any but dead.
 CANCELLABLE: tuple[State, ...] = ("ready", "delayed", "retrying", "held")
-#: The states a message can be run now from: still in its delay queue's list.
+#: The states a message can be run now from while in its delay queue's list (a held one can
+#: too if it is held until its eta: ``runnable_now``).
 RUNNABLE_NOW: tuple[State, ...] = ("delayed", "retrying")
 
 
@@ -58,7 +60,7 @@ def message_page(message_id: MessageId, request: Request, user: User) -> Respons
         arguments=shown_arguments(view),
         max_retries=_max_retries(view),
         cancellable=view.state in CANCELLABLE,
-        runnable_now=view.state in RUNNABLE_NOW,
+        runnable_now=runnable_now(view),
         queue_url=_queue_url(view.queue_name, view.state),
     )
 
@@ -122,16 +124,29 @@ async def delete(
 async def run_now(
     message_id: MessageId, request: Request, user: OperatorUser, session: SessionDep
 ) -> Response:
-    """Move one delayed or retrying message to its ready queue now, keeping its id."""
+    """Run one delayed or retrying message now, keeping its id: moved to its ready queue, or
+    released by the worker holding it."""
     operator = operator_for(user, session)
+    view = _lookup(message_id)
+    if view is not None and view.state == "held" and runnable_now(view):
+        how = f"Ask worker {view.worker_id} to release {_described(message_id, view)} to its "
+        how += "ready queue now?"
+    else:
+        how = f"Move {_described(message_id, view)} to the head of its ready queue now?"
     return await confirm_or_act(
         request,
         user,
         title="Run message now",
-        consequence=f"Move {_described(message_id, _lookup(message_id))} to the head of its "
-        "ready queue now? It keeps its id and runs once, ahead of its eta.",
-        act=_done(lambda: operator.run_now(message_id), f"Moved {message_id} to its ready queue"),
+        consequence=f"{how} It keeps its id and runs once, ahead of its eta.",
+        act=lambda: _ran_now(operator.run_now(message_id)),
     )
+
+
+def runnable_now(view: MessageView) -> bool:
+    """Whether run now applies to ``view``: delayed or retrying, in its delay queue's list or
+    held by a worker until its eta (a held one with no eta was fetched to run: it is running
+    or about to)."""
+    return view.state in RUNNABLE_NOW or (view.state == "held" and view.eta_ms is not None)
 
 
 def shown_arguments(view: MessageView) -> str:
@@ -198,6 +213,16 @@ def _cancel_line(cancelled: Cancelled) -> str:
     if cancelled.removed:
         return f"Cancelled {message_id}: removed from its queue without running, and revoked"
     return f"Cancelled {message_id}: revoked; the worker that has it does not start it, or stops it"
+
+
+def _ran_now(moved: MessageMoved) -> str:
+    """The result line of running one message now: a held one is still held as the page
+    reloads, until its worker enqueues it."""
+    if moved.released:
+        return (
+            f"Asked the worker holding {moved.message_id} to release it: it runs within about 2 s"
+        )
+    return f"Moved {moved.message_id} to its ready queue"
 
 
 def _done(action: Callable[[], object], line: str) -> Callable[[], str]:

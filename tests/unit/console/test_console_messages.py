@@ -137,7 +137,7 @@ def test_a_delayed_message_is_run_now_with_its_id(database, redis_env, client: r
     assert audited("message.run_now") == [(WHO, delayed.message_id, 1)]
 
 
-def test_a_delayed_message_a_worker_holds_is_not_offered_to_run_now_and_stays(
+def test_a_delayed_message_a_worker_holds_is_run_now_by_asking_that_worker_to_release_it(
     database, redis_env, client: redis.Redis
 ):
     delayed = send(redis_env, delay_ms=LATER_MS)
@@ -146,16 +146,18 @@ def test_a_delayed_message_a_worker_holds_is_not_offered_to_run_now_and_stays(
     path = f"/console/messages/{delayed.message_id}"
 
     page = browser.get(path).text
-    _, after = act(browser, csrf, f"{path}/run-now", path)
+    asked, after = act(browser, csrf, f"{path}/run-now", path)
 
-    assert offered(page) == {"cancel"}
-    assert 'data-note="held-delayed"' in page
-    assert field(page, "state") == f"held by worker {worker}"
-    state, line = flash(after)
-    assert state == "failed"
-    assert "could run it twice" in line
+    assert offered(page) == {"cancel", "run-now"}
+    assert f"Ask worker {worker} to release held message {delayed.message_id}" in asked
+    assert flash(after) == (
+        "ok",
+        f"Asked the worker holding {delayed.message_id} to release it: it runs within about 2 s",
+    )
+    assert field(after, "state") == f"held by worker {worker}"  # until the worker enqueues it
+    assert control_state.read_state(client).released == {redis_id(delayed)}
     assert client.llen(f"dramatiq:{QUEUE}") == 0
-    assert client.hexists(f"dramatiq:{QUEUE}.DQ.msgs", redis_id(delayed))
+    assert audited("message.run_now") == [(WHO, delayed.message_id, 1)]
 
 
 def test_cancelling_a_ready_message_removes_it_without_running(
@@ -182,7 +184,9 @@ def test_a_held_message_is_cancelled_hard_when_asked(database, redis_env, client
     hold(redis_env)
     browser, csrf = signed_in("operator")
     path = f"/console/messages/{ready.message_id}"
-    assert 'name="mode" value="hard"' in browser.get(path).text
+    page = browser.get(path).text
+    assert 'name="mode" value="hard"' in page
+    assert offered(page) == {"cancel"}  # fetched from its ready queue: nothing to run sooner
 
     asked, _ = act(browser, csrf, f"{path}/cancel", path, mode="hard")
 
