@@ -37,9 +37,13 @@ demo: install
 	$(BIN)/fintask demo $(if $(KEEP),--keep,)
 
 # Development: workers and the scheduler restart when code changes (needs REDIS_URL).
+# Unless BLOB_KEYS is set, the processes share the local blob key `fintask run` keeps in var/.
+LOCAL_BLOB_KEYS := from app.local.supervisor import local_blob_keys; \
+	from app.settings import load_settings; print(local_blob_keys(load_settings().var_dir))
 dev: install
 	$(BIN)/fintask migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
+	BLOB_KEYS="$${BLOB_KEYS:-$$($(BIN)/python -c '$(LOCAL_BLOB_KEYS)')}" \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 test: install lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)

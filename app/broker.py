@@ -103,7 +103,13 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
 
 
 def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker:
-    """A broker for ``settings``: Redis, or Dramatiq's in-process stub for unit tests."""
+    """A broker for ``settings``: Redis, or Dramatiq's in-process stub for unit tests.
+
+    A worker process type does not start without ``BLOB_KEYS``: its ETL steps could neither
+    keep nor read a raw blob.
+    """
+    if for_process_type in WORKER_PROCESS_TYPES:
+        settings.blob_keyring()
     middleware = middleware_stack(settings, for_process_type=for_process_type)
     if settings.uses_stub_broker:
         return StubBroker(middleware=middleware)

@@ -22,14 +22,25 @@ import re
 import sys
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, get_args, get_origin
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from annotated_types import Ge, Le
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.blob_crypto import Keyring, KeyringError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +64,36 @@ R = TypeVar("R")
 
 class SettingsError(ValueError):
     """An environment variable is missing or malformed; the message names it and says why."""
+
+
+# --- BLOB_KEYS (#23): the keys raw blobs are encrypted with, app.blob_crypto ------------------
+#: Why a worker will not start without BLOB_KEYS (``Settings.blob_keyring``).
+MISSING_BLOB_KEYS = (
+    "BLOB_KEYS is not set: raw provider data is kept encrypted under it; set "
+    "BLOB_KEYS=ID:BASE64_KEY (`openssl rand -base64 32` makes a key), or run through "
+    "`fintask run`, which makes a local one (kept in its var dir's blob-keys file)"
+)
+
+
+def _as_secret(value: object) -> object:
+    """``BLOB_KEYS`` hidden before it is checked: an error shows its input, and must not."""
+    return SecretStr(value) if isinstance(value, str) else value
+
+
+def _keyring(value: object) -> Keyring:
+    if not isinstance(value, SecretStr):
+        raise _invalid("expected ID:BASE64_KEY[,ID:BASE64_KEY...]")
+    try:
+        return Keyring.parse(value.get_secret_value())
+    except KeyringError as error:
+        raise _invalid(str(error)) from None
+
+
+BlobKeys = Annotated[
+    Annotated[Keyring, PlainValidator(_keyring), PlainSerializer(repr, when_used="json")] | None,
+    BeforeValidator(_as_secret),
+]
+# --- end BLOB_KEYS ----------------------------------------------------------------------------
 
 
 class Settings(BaseSettings):
@@ -109,6 +150,8 @@ class Settings(BaseSettings):
     queue_prefetch: int | None = Field(
         None, ge=0, le=65535, validation_alias="dramatiq_queue_prefetch"
     )
+    #: BLOB_KEYS (#23): ``ID:BASE64_KEY[,...]``, the first encrypts, all decrypt.
+    blob_keys: BlobKeys = Field(None, validation_alias="BLOB_KEYS")
 
     @classmethod
     def settings_customise_sources(
@@ -214,6 +257,16 @@ class Settings(BaseSettings):
     def uses_stub_broker(self) -> bool:
         """Unit tests run actors in process on Dramatiq's StubBroker."""
         return self.broker_url == "stub://"
+
+    def blob_keyring(self) -> Keyring:
+        """The raw blobs' keys (``BLOB_KEYS``, #23); a ``SettingsError`` when it is unset.
+
+        Checked where blobs are sealed or opened and when a worker starts, rather than by
+        every process: the web process, the scheduler and most commands never need the key.
+        """
+        if self.blob_keys is None:
+            raise SettingsError(MISSING_BLOB_KEYS)
+        return self.blob_keys
 
     def metrics_dir(self, process_type: str) -> Path:
         """Where one process type keeps its Prometheus multiprocess files."""

@@ -15,12 +15,13 @@ the id the next one needs, and the data itself stays in the database:
    ``(account_id, provider_transaction_id)``, updates the account's balance, finishes the job
    and, only when rows were new, triggers the insights recalculation, all in one transaction.
 
-Each step runs under ``pipelines.steps.job_step``: how it waits, retries and fails the job.
+Every blob is kept encrypted (``app.raw_blobs``); a step that cannot decrypt its blob fails
+its job with the reason. Each step runs under ``pipelines.steps.job_step``: how it waits,
+retries and fails the job.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ from app.db.session import SessionFactory, new_session
 from app.db.upsert import dialect_insert, insert_once
 from app.middleware.deadlines import SoftTimeLimitExceeded, check_deadline
 from app.provider import ProviderClient, ProviderRateLimited, RemoteAccount
+from app.raw_blobs import body_of, keep
 from pipelines import insights, jobs
 from pipelines.statements import Statement, TransactionRecord, canonical_json, parse_download
 from pipelines.steps import Deferred, job_step
@@ -71,13 +73,13 @@ def download(
             if _answers(state) > answers_before:
                 with new_session() as session, session.begin():
                     body = canonical_json(state)
-                    resume_blob_id = keep_blob(session, account_id, PARTIAL_KIND, body)
+                    resume_blob_id = keep(session, account_id, PARTIAL_KIND, body)
             kwargs = {} if resume_blob_id is None else {"resume_blob_id": resume_blob_id}
             # After a 429 when the provider says; past the soft time limit, at once.
             delay_ms = error.retry_after_ms if isinstance(error, ProviderRateLimited) else 0
             raise Deferred(delay_ms, reason=str(error), kwargs=kwargs) from error
         with new_session() as session, session.begin():
-            blob_id = keep_blob(session, account_id, RAW_KIND, canonical_json(state))
+            blob_id = keep(session, account_id, RAW_KIND, canonical_json(state))
             jobs.advance(
                 session, job_id, progress=jobs.DOWNLOADED, details={"raw_blob_id": blob_id}
             )
@@ -89,10 +91,10 @@ def transform(raw_blob_id: int, job_id: str, *, new_session: SessionFactory = ne
     with job_step(job_id, "transform", new_session=new_session):
         with new_session() as session:
             raw = _blob(session, raw_blob_id)
-            account_id, body = raw.account_id, raw.body
+            account_id, body = raw.account_id, body_of(raw)
         statement = parse_download(body)
         with new_session() as session, session.begin():
-            statement_id = keep_blob(session, account_id, STATEMENT_KIND, statement.to_json())
+            statement_id = keep(session, account_id, STATEMENT_KIND, statement.to_json())
             jobs.advance(
                 session,
                 job_id,
@@ -107,7 +109,7 @@ def store(statement_blob_id: int, job_id: str, *, new_session: SessionFactory = 
     with job_step(job_id, "store", new_session=new_session):
         with new_session() as session, session.begin():
             blob = _blob(session, statement_blob_id)
-            statement = Statement.from_json(blob.body)
+            statement = Statement.from_json(body_of(blob))
             account = session.get(ProviderAccount, blob.account_id, with_for_update=True)
             if account is None:
                 raise LookupError(f"account {blob.account_id} does not exist")
@@ -155,16 +157,6 @@ def store_statement(session: Session, account: ProviderAccount, statement: State
     return inserted
 
 
-def keep_blob(session: Session, account_id: int, kind: str, body: bytes) -> int:
-    """Keep ``body`` as a blob of ``kind`` once per distinct content; return its id."""
-    sha256 = hashlib.sha256(body).hexdigest()
-    key = {"account_id": account_id, "kind": kind, "sha256": sha256}
-    blob_id, _ = insert_once(
-        session, RawBlob, {**key, "body": body, "fetched_at": utcnow()}, key=key
-    )
-    return blob_id
-
-
 def _fetch(external_id: str, state: dict[str, Any], *, page_size: int) -> None:
     """Read the pages after those in ``state``, then the balance, into ``state`` as they come.
 
@@ -199,7 +191,7 @@ def _resume(session: Session, resume_blob_id: int | None) -> dict[str, Any]:
     if blob is None or blob.kind != PARTIAL_KIND:
         logger.warning("Partial download %s is gone; starting over", resume_blob_id)
         return fresh
-    state: dict[str, Any] = json.loads(blob.body)
+    state: dict[str, Any] = json.loads(body_of(blob))
     return state
 
 

@@ -1,7 +1,8 @@
 """Fixtures shared by every test: real servers on free loopback ports, started and stopped here.
 
 Unit tests run actors on Dramatiq's StubBroker: ``BROKER_URL=stub://`` is set before anything
-imports the broker. Integration tests start their own redis-server and PostgreSQL.
+imports the broker, and ``BLOB_KEYS`` to a key made for the session. Integration tests start
+their own redis-server and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ os.environ.pop("SENTRY_DSN", None)
 import pytest
 import redis
 
+from app.blob_crypto import new_key_entry
 from app.broker import setup_broker
 from app.local.redis_server import RedisServer
 from app.redis_client import get_redis
 from tests.support.postgres import PostgresServer
+
+# The raw blobs' key of this session, for its flows and the processes its tests start.
+os.environ["BLOB_KEYS"] = new_key_entry("test")
 
 # The test process's entry point: its broker is built here, as every process's is.
 setup_broker()

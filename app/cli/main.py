@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "app.cli.inspect",
         "Asynchronous API jobs, most recently updated first, and how many are in each status.",
     ),
+    "keys": (
+        "app.cli.keys",
+        "Raw-blob encryption keys (BLOB_KEYS): re-encrypt every blob under the current one.",
+    ),
     "limits": (
         "app.cli.control",
         "Rate limits: declared, overridden at runtime, and in force; set or clear an override.",

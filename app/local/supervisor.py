@@ -19,6 +19,7 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Printer
 
+from app.blob_crypto import new_key_entry
 from app.local.ports import free_port
 from app.local.redis_server import RedisServer
 from app.settings import PROJECT_ROOT, WORKER_PROCESS_TYPES, Settings
@@ -34,6 +35,9 @@ RELEASE_PROCESS_TYPE = "release"
 
 #: What `fintask run` starts when no process types are named.
 DEFAULT_PROCESS_TYPES = ("web", "worker_urgent", "worker", "scheduler")
+
+#: Where local runs keep the ``BLOB_KEYS`` they made, in their var dir.
+LOCAL_BLOB_KEYS_FILE = "blob-keys"
 
 
 def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:
@@ -65,7 +69,8 @@ def embedded_redis(settings: Settings, environ: dict[str, str]) -> Iterator[None
 def shared_environment(
     settings: Settings, environ: Mapping[str, str], process_types: Iterable[str] = ()
 ) -> dict[str, str]:
-    """Variables every child process gets: the same database, var dir, and its peers' ports.
+    """Variables every child process gets: the same database, var dir, blob keys (made once
+    in the var dir when ``BLOB_KEYS`` is unset: ``local_blob_keys``) and its peers' ports.
 
     Local stand-ins (the ``sinks`` for mail, push and webhooks, the ``sandbox`` provider) get
     free ports, and the URLs that point fintask at them are set unless already given.
@@ -75,6 +80,8 @@ def shared_environment(
     env["DATABASE_URL"] = settings.database_url
     env["FINTASK_VAR_DIR"] = str(settings.var_dir)
     env.setdefault("TZ", "UTC")
+    if settings.blob_keys is None:
+        env["BLOB_KEYS"] = local_blob_keys(settings.var_dir)
     for process_type in WORKER_PROCESS_TYPES:
         env.setdefault(f"METRICS_PORT_{process_type.upper()}", str(free_port()))
     env.setdefault("METRICS_HOST", "127.0.0.1")
@@ -89,6 +96,23 @@ def shared_environment(
         env.setdefault("SANDBOX_PORT", str(free_port()))
         env.setdefault("PROVIDER_URL", f"http://127.0.0.1:{env['SANDBOX_PORT']}")
     return env
+
+
+def local_blob_keys(var_dir: Path) -> str:
+    """The ``BLOB_KEYS`` of local runs from ``var_dir``: a key made by the first, kept there.
+
+    Kept rather than made per run, as the database under ``var_dir`` is: the raw blobs one
+    run encrypted must decrypt in the next. Readable by its owner only.
+    """
+    path = var_dir / LOCAL_BLOB_KEYS_FILE
+    var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(new_key_entry("local") + "\n")
+    return path.read_text().strip()
 
 
 def run_processes(process_types: list[str], env: Mapping[str, str]) -> int:

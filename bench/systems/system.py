@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.blob_crypto import new_key_entry
 from app.local.ports import free_port
 from app.settings import PROJECT_ROOT
 from bench.work import CONCURRENCY_VARIABLE, REDIS_VARIABLE
@@ -228,6 +229,8 @@ class System:
             dramatiq_prom_host="127.0.0.1",
             RQ_REDIS_URL=redis_url,
         )
+        # A fintask worker does not start without blob keys; a benchmark keeps no blobs.
+        env.setdefault("BLOB_KEYS", new_key_entry("bench"))
         env[CONCURRENCY_VARIABLE] = str(self.threads)
         if self.prefetch and self.dramatiq:
             env["dramatiq_queue_prefetch"] = str(self.prefetch)

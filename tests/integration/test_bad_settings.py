@@ -5,6 +5,7 @@ No Redis is started: each process must fail on its settings before it connects t
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from contextlib import suppress
 import pytest
 
 from app.local.supervisor import procfile_commands
-from app.settings import CONFIGURATION_ERROR_EXIT, PROJECT_ROOT
+from app.settings import CONFIGURATION_ERROR_EXIT, MISSING_BLOB_KEYS, PROJECT_ROOT
 from tests.support.processes import VENV_BIN, dramatiq_worker, fintask_env
 
 pytestmark = pytest.mark.integration
@@ -109,3 +110,28 @@ def test_a_fintask_command_names_the_bad_database_url_without_its_password():
         "configuration error: DATABASE_URL='postgresql://fintask:***@db.internal:5x32/"
         "fintask': the port must be a whole number from 1 to 65535"
     ]
+
+
+def test_a_worker_refuses_a_malformed_blob_key_in_one_line_without_the_key():
+    key = base64.b64encode(os.urandom(16)).decode()
+    command = [str(VENV_BIN / "fintask"), "process", "worker", "--", *dramatiq_worker()]
+
+    status, output = run_to_exit(command, BLOB_KEYS=f"k1:{key}")
+
+    assert status == CONFIGURATION_ERROR_EXIT
+    assert key not in output
+    assert output.splitlines() == [
+        "configuration error: BLOB_KEYS='**********': key 'k1' is 16 bytes; "
+        "AES-256 needs 32 (openssl rand -base64 32 makes one)"
+    ]
+
+
+def test_a_worker_without_blob_keys_stops_in_one_line_saying_how_to_set_them():
+    worker = dramatiq_worker(processes=1, threads=1)
+    command = [str(VENV_BIN / "fintask"), "process", "worker", "--", *worker]
+
+    status, output = run_to_exit(command, BLOB_KEYS="")
+
+    assert status == CONFIGURATION_ERROR_EXIT
+    assert "Traceback" not in output
+    assert configuration_errors(output) == [f"configuration error: {MISSING_BLOB_KEYS}"]

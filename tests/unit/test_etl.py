@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
 from actors.etl import download_transactions, etl_pipeline, start_etl, store_transactions
+from app.blob_crypto import new_key_entry
 from app.db.models import JobStatus, Merchant, ProviderAccount, RawBlob, Transaction
 from app.db.session import transaction
+from app.raw_blobs import body_of, keep, key_id_of
 from pipelines import etl
 from pipelines.statements import Statement, normalized_merchant_name, parse_download
-from pipelines.steps import DEFERRALS_OPTION
+from pipelines.steps import DEFERRALS_OPTION, StepAbandoned
 from sandbox.data import expected_account, expected_transactions
 from tests.support.refresh_fixtures import load_job, make_job, sent_to, wait_until
 
@@ -29,7 +32,15 @@ def _count(model, **where) -> int:
 
 def _statement(blob_id: int) -> Statement:
     with transaction() as session:
-        return Statement.from_json(session.get_one(RawBlob, blob_id).body)
+        return Statement.from_json(body_of(session.get_one(RawBlob, blob_id)))
+
+
+def _bodies() -> dict[int, bytes]:
+    """Every blob's body as the database holds it."""
+    with transaction() as session:
+        return {
+            blob_id: body for blob_id, body in session.execute(select(RawBlob.id, RawBlob.body))
+        }
 
 
 def test_the_transform_gives_exactly_the_sandboxs_transactions(sandbox, account):
@@ -55,6 +66,84 @@ def test_the_transform_gives_exactly_the_sandboxs_transactions(sandbox, account)
         assert record.merchant.normalized_name == normalized_merchant_name(tx.merchant)
     assert statement.balance == Decimal(expected_account(account.external_id).balance)
     assert load_job(job.id).progress == 90
+
+
+def test_every_blob_is_kept_encrypted_and_reads_back(sandbox, account):
+    # Given a download and its transform,
+    sandbox()
+    job = make_job(account.id)
+    raw_id = etl.download(job.id, account.id, page_size=25)
+    statement_id = etl.transform(raw_id, job.id)
+
+    # then neither blob holds, in clear, anything of the account: its id, a merchant, an amount,
+    expected = expected_transactions(account.external_id)
+    bodies = _bodies()
+    assert set(bodies) == {raw_id, statement_id}
+    for body in bodies.values():
+        assert key_id_of(body) == "test"  # the session's key (tests/conftest.py)
+        for clear in [account.external_id, expected[0].merchant, expected[0].description]:
+            assert clear.encode() not in body
+        assert expected_account(account.external_id).balance.encode() not in body
+    # and the statement read back from its blob is the whole download.
+    assert len(_statement(statement_id).transactions) == len(expected)
+
+
+def test_a_blob_under_an_older_key_reads_while_that_key_is_listed(sandbox, account, monkeypatch):
+    sandbox()
+    job = make_job(account.id)
+    raw_id = etl.download(job.id, account.id)
+
+    # A new key first (it encrypts), the one the raw blob is under still listed:
+    monkeypatch.setenv("BLOB_KEYS", f"{new_key_entry('k2')},{os.environ['BLOB_KEYS']}")
+    statement_id = etl.transform(raw_id, job.id)
+
+    bodies = _bodies()
+    assert (key_id_of(bodies[raw_id]), key_id_of(bodies[statement_id])) == ("test", "k2")
+    assert len(_statement(statement_id).transactions) == len(
+        expected_transactions(account.external_id)
+    )
+
+
+def test_a_blob_under_a_key_no_longer_listed_fails_its_job_saying_why(
+    sandbox, account, monkeypatch
+):
+    sandbox()
+    job = make_job(account.id)
+    raw_id = etl.download(job.id, account.id)
+
+    monkeypatch.setenv("BLOB_KEYS", new_key_entry("k2"))
+    with pytest.raises(StepAbandoned):
+        etl.transform(raw_id, job.id)
+
+    failed = load_job(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert failed.error == (
+        f"transform: BlobUnreadable: raw blob {raw_id} cannot be decrypted: "
+        "key 'test' is unknown (not in BLOB_KEYS)"
+    )
+    assert _count(RawBlob, kind=etl.STATEMENT_KIND) == 0
+
+
+@pytest.mark.parametrize("change", ["a byte altered", "another row's blob copied in"])
+def test_an_altered_blob_fails_its_job_saying_why(sandbox, account, change):
+    sandbox()
+    job = make_job(account.id)
+    raw_id = etl.download(job.id, account.id)
+    with transaction() as session:
+        blob = session.get_one(RawBlob, raw_id)
+        if change == "a byte altered":
+            blob.body = blob.body[:-1] + bytes([blob.body[-1] ^ 1])
+        else:
+            other_id = keep(session, account.id, etl.RAW_KIND, b'{"account": null, "pages": []}')
+            blob.body = session.get_one(RawBlob, other_id).body
+
+    with pytest.raises(StepAbandoned):
+        etl.transform(raw_id, job.id)
+
+    assert load_job(job.id).error == (
+        f"transform: BlobUnreadable: raw blob {raw_id} cannot be decrypted: "
+        "authentication failed: wrong key or altered data (or another row's blob)"
+    )
 
 
 @pytest.mark.parametrize(

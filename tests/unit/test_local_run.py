@@ -9,6 +9,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 
+from app.blob_crypto import new_key_entry
 from app.cli import local
 from app.cli.main import main
 from app.local import supervisor
@@ -71,6 +72,26 @@ def test_the_run_file_names_each_server_and_hides_a_redis_password(tmp_path):
         f"web             {run.web_url}",
         f"worker metrics  {run.metrics_urls['worker']}",
     ]
+
+
+def test_a_local_run_makes_its_blob_key_once_for_its_owner_only(tmp_path):
+    settings = load_settings({"FINTASK_VAR_DIR": str(tmp_path)})
+
+    first = supervisor.shared_environment(settings, {})["BLOB_KEYS"]
+
+    # The next run from the same var dir decrypts what this one encrypted: the same key.
+    assert supervisor.shared_environment(settings, {})["BLOB_KEYS"] == first
+    assert load_settings({"BLOB_KEYS": first}).blob_keyring().ids == ("local",)
+    path = tmp_path / supervisor.LOCAL_BLOB_KEYS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_local_run_passes_the_blob_keys_it_is_given_on_and_makes_none(tmp_path):
+    given = new_key_entry("k1")
+    settings = load_settings({"FINTASK_VAR_DIR": str(tmp_path), "BLOB_KEYS": given})
+
+    assert supervisor.shared_environment(settings, {"BLOB_KEYS": given})["BLOB_KEYS"] == given
+    assert not (tmp_path / supervisor.LOCAL_BLOB_KEYS_FILE).exists()
 
 
 def test_the_run_file_is_there_while_it_runs_for_its_owner_only(tmp_path):
