@@ -13,7 +13,8 @@ dead-lettered the same way, as is one out of retries.
 
 Dramatiq's nack records no reason; here every dead letter keeps one beside it, under
 ``reason_key``, for as long as Dramatiq keeps dead letters (``dead_message_ttl``), so the key
-needs no cleanup. ``fintask dlq show`` prints it.
+needs no cleanup. ``fintask dlq show`` prints it. The reason is kept redacted and capped
+(``kept_reason``, which the broker's ``dead_letter`` applies to every reason it writes).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dramatiq.common import xq_name
 from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 from dramatiq.middleware import SkipMessage
+
+from app.redaction import redact
 
 #: The longest reason kept: enough for an exception's first lines, not a whole payload.
 MAX_REASON_CHARS = 1_000
@@ -131,17 +134,24 @@ def binding_problem(
 
 
 def failure_reason(exception: BaseException | None) -> str:
-    """The reason kept for a message failed with ``exception``: a middleware's skip reason as
-    given, any other exception by its class and text."""
+    """Why a message failed with ``exception``: a middleware's skip reason as given, any other
+    exception by its class and text."""
     if exception is None:
         return "failed"
     if isinstance(exception, SkipMessage):
-        return capped(str(exception) or "refused by a middleware")
-    return capped(f"{type(exception).__name__}: {exception}")
+        return str(exception) or "refused by a middleware"
+    return f"{type(exception).__name__}: {exception}"
 
 
-def capped(reason: str) -> str:
-    """``reason`` cut to ``MAX_REASON_CHARS``."""
+def kept_reason(reason: str) -> str:
+    """``reason`` as a dead letter keeps it: redacted (``app.redaction``), then cut to
+    ``MAX_REASON_CHARS``.
+
+    An operator needs why a message died, never the address its exception quoted; kept
+    redacted, no reader can show it and no dump of Redis holds it. Redacted first: cut
+    first, an address could lose the end that makes it one.
+    """
+    reason = redact(reason)
     if len(reason) <= MAX_REASON_CHARS:
         return reason
     return reason[: MAX_REASON_CHARS - 1] + "…"
@@ -163,5 +173,6 @@ def _bare(signature: inspect.Signature) -> inspect.Signature:
 
 
 def _preview(value: object, chars: int = 80) -> str:
-    text = repr(value)
+    """``value`` for a reason, redacted before it is cut (as ``kept_reason`` does)."""
+    text = redact(repr(value))
     return text if len(text) <= chars else text[: chars - 1] + "…"

@@ -25,6 +25,7 @@ from app.db.models import Job, JobStatus
 from app.dead_letters import reason_key
 from app.middleware.metrics import CONSUMERS_KEY, DUE_AT_OPTION, due_at_ms, heartbeats_key
 from app.queues import queue_depths
+from app.redaction import redact, redact_data
 from app.redis_client import as_text
 from app.timestamps import rfc3339
 from chunking.models import ChunkRun
@@ -122,12 +123,16 @@ def consumers_alive(
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message that ran out of retries (or was rejected), as Redis holds it.
+    """A message that ran out of retries (or was rejected), as Redis holds it, its text
+    redacted for whoever reads it (``app.redaction``).
 
     Redis keys it by ``redis_id``, the ``redis_message_id`` option the broker gives each enqueue
     (a retry gets a new one); people know it by ``message_id``, the id logs and Sentry show.
     ``reason`` says why it died (None for one dead-lettered by a broker that keeps no reason);
-    ``payload`` is the stored text when it is not a message at all.
+    ``payload`` is the stored text when it is not a message at all. Reasons are stored redacted
+    (``app.dead_letters.kept_reason``), but not those an earlier release kept, nor the
+    traceback Dramatiq's ``Retries`` puts in the message's options, nor its arguments: each is
+    redacted as it is read.
     """
 
     queue_name: str
@@ -315,7 +320,8 @@ def purge_dead_letters(client: redis.Redis, queue_names: Iterable[str]) -> dict[
 
 @dataclass(frozen=True)
 class JobRow:
-    """One asynchronous API job as an operator lists it."""
+    """One asynchronous API job as an operator lists it, its error redacted (it comes from an
+    exception, as the console's jobs page shows it)."""
 
     id: str
     kind: str
@@ -352,7 +358,14 @@ def list_jobs(session: Session, *, status: str | None = None, limit: int = 50) -
         query = query.where(Job.status == status)
     return [
         JobRow(
-            j.id, j.kind, j.account_id, j.status, j.progress, j.error, j.created_at, j.updated_at
+            j.id,
+            j.kind,
+            j.account_id,
+            j.status,
+            j.progress,
+            None if j.error is None else redact(j.error),
+            j.created_at,
+            j.updated_at,
         )
         for j in session.scalars(query)
     ]
@@ -409,20 +422,22 @@ def _dead_letter(
         queue_name,
         redis_id,
         int(score),
-        message or {},
-        reason=None if reason is None else as_text(reason),
+        redact_data(message or {}),
+        reason=None if reason is None else redact(as_text(reason)),
         payload=None if message is not None else _readable(data),
     )
 
 
 def _readable(data: bytes | str, chars: int = 2_000) -> str:
-    """Stored data as text for a reader (escaped unless printable), cut to ``chars``."""
+    """Stored data as text for a reader (escaped unless printable), redacted, then cut to
+    ``chars`` (cut first, an address could lose the end that makes it one)."""
     try:
         text = data.decode() if isinstance(data, bytes) else data
     except UnicodeDecodeError:
         text = repr(data)
     if not text.isprintable():
         text = repr(text)
+    text = redact(text)
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 

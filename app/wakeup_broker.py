@@ -44,7 +44,13 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from app.dead_letters import DEAD_LETTER_SCRIPT, failure_reason, reason_key, runnable_message
+from app.dead_letters import (
+    DEAD_LETTER_SCRIPT,
+    failure_reason,
+    kept_reason,
+    reason_key,
+    runnable_message,
+)
 from app.held_messages import HeldMessages
 from app.redis_client import as_text
 from chunking.bulk import dispatch_args
@@ -193,13 +199,14 @@ class WakeupRedisBroker(RedisBroker):
         return [(as_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def dead_letter(self, queue_name: str, redis_id: str, reason: str) -> bool:
-        """Move a message this worker fetched to the dead letters, keeping ``reason`` with it.
+        """Move a message this worker fetched to the dead letters, keeping ``reason`` with it,
+        redacted and capped (``kept_reason``: every reason is written here).
 
         False if this worker no longer held it (it was recovered, or already settled).
         """
         key = reason_key(queue_name, redis_id, namespace=self.namespace)
         args: list[str | int] = [current_millis(), queue_name, self.broker_id, redis_id]
-        args += [reason, self.dead_message_ttl]
+        args += [kept_reason(reason), self.dead_message_ttl]
         return bool(self.dead_letter_script(keys=[self.namespace, key], args=args))
 
     def hand_back(self, queue_name: str, redis_ids: Iterable[str]) -> None:

@@ -1,16 +1,11 @@
 """A real worker reports a failure to Sentry once, naming the message, without its arguments.
 
-Sentry here is a small HTTP server on a free port that records the envelopes sentry-sdk posts
-(``SENTRY_DSN=http://public@127.0.0.1:PORT/1``): no network, the SDK's real transport.
+Sentry here is ``tests.support.fake_sentry``: no network, the SDK's real transport.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,72 +13,14 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
 from app.db.migrate import upgrade
+from tests.support.fake_sentry import FakeSentry, fake_sentry
 from tests.support.processes import dramatiq_worker, fintask_env, running, wait_until
-
-
-class FakeSentry(ThreadingHTTPServer):
-    """Records every envelope item posted to it; ``events`` are the error events."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _EnvelopeHandler)
-        self.items: list[tuple[dict[str, Any], bytes]] = []
-        self.raw: list[bytes] = []
-        self.lock = threading.Lock()
-
-    @property
-    def dsn(self) -> str:
-        return f"http://public@127.0.0.1:{self.server_address[1]}/1"
-
-    def events(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(body) for header, body in self.items if header["type"] == "event"]
-
-    def events_for(self, message_id: str) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e["extra"]["dramatiq_message_id"] == message_id]
-
-
-class _EnvelopeHandler(BaseHTTPRequestHandler):
-    server: FakeSentry
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        with self.server.lock:
-            self.server.raw.append(body)
-            self.server.items += parse_envelope(body)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def parse_envelope(body: bytes) -> list[tuple[dict[str, Any], bytes]]:
-    """The items of a Sentry envelope: a header line, then per item a header line and payload."""
-    _, _, rest = body.partition(b"\n")
-    items = []
-    while rest.strip():
-        line, _, rest = rest.partition(b"\n")
-        header = json.loads(line)
-        if "length" in header:
-            payload, rest = rest[: header["length"]], rest[header["length"] :].removeprefix(b"\n")
-        else:
-            payload, _, rest = rest.partition(b"\n")
-        items.append((header, payload))
-    return items
 
 
 @pytest.fixture
 def sentry() -> Iterator[FakeSentry]:
-    server = FakeSentry()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with fake_sentry() as server:
+        yield server
 
 
 def test_a_failing_message_gives_exactly_one_scrubbed_event(sentry, redis_url, tmp_path):

@@ -56,13 +56,17 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
 
 
 def dramatiq_worker(
-    *queues: str, processes: int = 1, threads: int = 2, extra: tuple[str, ...] = ()
+    *queues: str,
+    processes: int = 1,
+    threads: int = 2,
+    extra: tuple[str, ...] = (),
+    modules: tuple[str, ...] = ("actors",),
 ) -> list[str]:
-    """The command line of a real ``dramatiq`` worker over fintask's actors."""
+    """The command line of a real ``dramatiq`` worker over fintask's actors (or ``modules``')."""
     command = [
         str(VENV_BIN / "dramatiq"),
         "app.broker:setup_broker",
-        "actors",
+        *modules,
         "--processes",
         str(processes),
     ]

@@ -15,6 +15,7 @@ from app.dead_letters import (
     MAX_REASON_CHARS,
     binding_problem,
     failure_reason,
+    kept_reason,
     read_message,
     reason_key,
     runnable_problem,
@@ -113,7 +114,14 @@ def test_a_failure_reason_names_the_exception_and_keeps_a_middlewares_words():
     assert failure_reason(ValueError("account 7 exploded")) == "ValueError: account 7 exploded"
     assert failure_reason(SkipMessage("its schema 2 is newer")) == "its schema 2 is newer"
     assert failure_reason(None) == "failed"
-    assert len(failure_reason(RuntimeError("x" * 5_000))) == MAX_REASON_CHARS
+
+
+def test_a_reason_is_kept_redacted_and_capped_without_half_an_address_at_the_cut():
+    assert kept_reason("SendFailed: 550 <ada@example.com>") == "SendFailed: 550 <<email>>"
+    assert len(kept_reason("x" * 5_000)) == MAX_REASON_CHARS
+    # Cut first, the address would keep its first half, which no longer looks like one.
+    address_at_the_cut = "x" * (MAX_REASON_CHARS - 10) + " ada@example.com"
+    assert kept_reason(address_at_the_cut).endswith(" <email>")
 
 
 def test_the_reason_of_a_delayed_message_sits_by_its_queues_dead_letters():

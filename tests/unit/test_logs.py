@@ -96,11 +96,34 @@ def test_json_replaces_the_format_of_the_handlers_already_set_up(root_handlers):
     assert isinstance(handler.formatter, JsonFormatter)
 
 
-def test_text_or_unset_leaves_logging_alone_and_a_typo_is_refused(root_handlers):
-    formatters = [h.formatter for h in root_handlers]
+def test_text_or_unset_keeps_each_handlers_format_and_redacts_it(root_handlers, capsys):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    # A logger with a handler of its own, as gunicorn's and uvicorn's have.
+    own = logging.getLogger("fintask.test_logs.own")
+    own_stream = io.StringIO()
+    own.addHandler(logging.StreamHandler(own_stream))
+    own.propagate = False
 
-    assert not configure_logging({})
-    assert not configure_logging({"LOG_FORMAT": "text"})
-    assert [h.formatter for h in root_handlers] == formatters
+    try:
+        assert not configure_logging({})
+        assert not configure_logging({"LOG_FORMAT": "text"})
+        logging.getLogger("fintask.test_logs").warning("bounced %s", "ada@example.com")
+        own.warning("card %s declined", "4111 1111 1111 1111")
+        # What a process with no handler at all writes its warnings with.
+        assert logging.lastResort is not None
+        logging.lastResort.handle(logging.makeLogRecord({"msg": "to GB82WEST12345698765432"}))
+    finally:
+        own.handlers.clear()
+        own.propagate = True
+
+    assert stream.getvalue() == "WARNING fintask.test_logs: bounced <email>\n"
+    assert own_stream.getvalue() == "card <card> declined\n"
+    assert capsys.readouterr().err == "to <iban>\n"
+
+
+def test_a_typo_in_the_format_is_refused(root_handlers):
     with pytest.raises(SettingsError, match="LOG_FORMAT='jsno'"):
         configure_logging({"LOG_FORMAT": "jsno"})
