@@ -65,8 +65,9 @@ def enqueue_after_commit(
     """Send ``actor(**kwargs)`` once ``session``'s transaction commits; return the message id.
 
     The message is checked now, as the broker's guardrails will check it at send time (its
-    arguments and its encoded size), so a bad one fails the caller's transaction instead of
-    being written and then refused by the relay.
+    arguments, personal data among them, and its encoded size), so a bad one fails the
+    caller's transaction instead of being written and then refused by the relay: an e-mail
+    address is never stored in the ``outbox`` table.
     """
     message_id = str(uuid.uuid4())
     message = _outgoing(actor.queue_name, actor.actor_name, kwargs, message_id, current_millis())

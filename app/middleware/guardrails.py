@@ -2,7 +2,9 @@
 
 Model instances and blobs in arguments bloat Redis memory and network traffic, slow throughput,
 and are stale by the time the message runs. Messages carry ids, ISO dates and short strings;
-everything else is loaded by id when the message runs.
+everything else is loaded by id when the message runs. Personal data above all: a message
+copies its arguments into Redis, the dead letters, the logs and Sentry, so a string that looks
+like an e-mail address, a phone number, an IBAN or a card number (``app.pii``) is refused too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dramatiq import Broker, Message, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import MiddlewareError, SkipMessage
+
+from app.pii import PiiKind, pii_kind
 
 #: The schema of fintask's messages; stamped on every message as the ``schema`` option. Raise
 #: it when a release changes what messages mean in a way the release before would misread:
@@ -33,35 +37,60 @@ class MessageRejected(MiddlewareError, ValueError):
     """
 
 
+#: What a message carries instead of each kind of personal data.
+PII_FIXES = {
+    PiiKind.EMAIL: "send the user id and load the address in the actor",
+    PiiKind.PHONE: "send the user id and load the number in the actor",
+    PiiKind.IBAN: "send the account id and load the IBAN in the actor",
+    PiiKind.CARD: "send the account id and load the card number in the actor",
+}
+
+
 def argument_problems(args: Iterable[Any], kwargs: dict[str, Any]) -> Iterable[tuple[str, str]]:
-    """Each argument that is not a small JSON scalar (or short list of them), with the reason."""
+    """Each argument that is not a small JSON scalar free of personal data (or a short list of
+    them), with the reason; a list's item is named by its index (``recipients[1]``)."""
     named = [(f"args[{i}]", value) for i, value in enumerate(args)] + list(kwargs.items())
     for name, value in named:
-        problem = _value_problem(value)
+        problem = _value_problem(name, value)
         if problem is not None:
-            yield name, problem
+            yield problem
 
 
-def _value_problem(value: Any) -> str | None:
+def _value_problem(name: str, value: Any) -> tuple[str, str] | None:
     if isinstance(value, list | tuple):
         if len(value) > MAX_LIST_ITEMS:
-            return f"is a list of {len(value)} items; the limit is {MAX_LIST_ITEMS}"
+            return name, f"is a list of {len(value)} items; the limit is {MAX_LIST_ITEMS}"
         if not all(isinstance(item, SCALAR_TYPES) for item in value):
-            return "is a list holding non-scalar items; pass ids or short strings"
-        return next(filter(None, map(_value_problem, value)), None)
+            return name, "is a list holding non-scalar items; pass ids or short strings"
+        items = (_value_problem(f"{name}[{i}]", item) for i, item in enumerate(value))
+        return next(filter(None, items), None)
     if not isinstance(value, SCALAR_TYPES):
         hint = "pass an ISO 8601 string" if hasattr(value, "isoformat") else "pass its id"
-        return f"is a {type(value).__name__}, not a JSON scalar; {hint}"
-    if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
-        return (
-            f"is a string of {len(value):,} characters; the limit is {MAX_STRING_CHARS:,} "
-            "(store the data and pass its id)"
-        )
+        return name, f"is a {type(value).__name__}, not a JSON scalar; {hint}"
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS:
+            return name, (
+                f"is a string of {len(value):,} characters; the limit is {MAX_STRING_CHARS:,} "
+                "(store the data and pass its id)"
+            )
+        kind = pii_kind(value)
+        if kind is not None:
+            return name, f"looks like {kind.description}; {PII_FIXES[kind]}"
     return None
 
 
 def validate_message(message: Message[Any], *, max_bytes: int) -> None:
-    """Raise ``MessageRejected`` unless ``message`` has small scalar arguments and fits."""
+    """Raise ``MessageRejected`` unless ``message`` has small scalar arguments free of personal
+    data and fits.
+
+    This is the one check of a message's arguments, wherever a message enters fintask: the
+    ``Guardrails`` middleware at send (``actor.send``, ``chunking.enqueue_many``, which runs
+    each message through ``before_enqueue``) and the outbox when it records a row
+    (``app.outbox.check_sendable``). A path still to come that takes messages without a
+    broker's send (a batch API, a bridge taking Celery tasks) must call it too, before it
+    stores or forwards anything. The error names the actor, the argument and the fix, never
+    the argument's value: it ends up in logs and in the outbox's ``error`` column.
+    """
     for name, problem in argument_problems(message.args, message.kwargs):
         raise MessageRejected(f"actor {message.actor_name!r}: argument {name!r} {problem}")
     size = len(json.dumps(message.asdict(), separators=(",", ":")).encode())
