@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
-from app.settings import Settings, load_settings
+from app.settings import Settings, hide_credentials, load_settings
 
 DEFAULT_TIMEOUT_S = 10.0
 #: How long to wait after a 429 that did not say (no or unreadable ``Retry-After``).
@@ -174,7 +174,8 @@ class ProviderClient:
             if page.next_cursor == cursor:
                 # A provider that hands back the cursor it was given would keep us here forever.
                 reason = " (the next cursor is the one just used)"
-                raise ProviderError(response.status_code, "", url=str(response.url), reason=reason)
+                shown = hide_credentials(str(response.url))
+                raise ProviderError(response.status_code, "", url=shown, reason=reason)
             cursor = page.next_cursor
 
     def iter_transactions(
@@ -214,20 +215,26 @@ class ProviderClient:
     ) -> httpx.Response:
         """Send one request; raise the failure that says whether to retry, or return a 2xx."""
         url = f"{self.base_url}{path}"
+        # The errors name the URL without the credentials ``PROVIDER_URL`` may carry: their
+        # text reaches logs, dead letters and Sentry.
+        shown = hide_credentials(url)
         try:
             response = self._client.request(
                 method, url, params=params, headers=self._headers, timeout=self.timeout
             )
         except httpx.TransportError as error:  # timeouts, refused or broken connections
-            raise ProviderUnavailable(f"{method} {url} failed: {error!r}") from error
+            raise ProviderUnavailable(f"{method} {shown} failed: {error!r}") from error
         status = response.status_code
         if status == 429:
-            raise ProviderRateLimited(retry_after_ms(response.headers.get("Retry-After")), url=url)
+            retry_after = retry_after_ms(response.headers.get("Retry-After"))
+            raise ProviderRateLimited(retry_after, url=shown)
         if status >= 500 or status == 408:
             snippet = response.text[:_SNIPPET_CHARS]
-            raise ProviderUnavailable(f"{method} {url} answered {status}: {snippet}", status=status)
+            raise ProviderUnavailable(
+                f"{method} {shown} answered {status}: {snippet}", status=status
+            )
         if status >= 400:
-            raise ProviderError(status, response.text, url=url)
+            raise ProviderError(status, response.text, url=shown)
         return response
 
 

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.settings import hide_credentials
+
 #: Seconds any single network call of a sender may take.
 SEND_TIMEOUT_S = 10.0
 SENDER_ADDRESS = "fintask <no-reply@fintask.example>"
@@ -89,6 +91,9 @@ class HttpSender:
 
     def send(self, outgoing: Outgoing) -> None:
         url = self.url or outgoing.recipient
+        # A failure's text reaches logs, dead letters and Sentry: a push gateway's or a
+        # webhook's URL may carry a password or a token.
+        shown = hide_credentials(url)
         payload = {"to": outgoing.recipient, "subject": outgoing.subject, "body": outgoing.body}
         try:
             response = httpx.post(
@@ -98,6 +103,6 @@ class HttpSender:
                 timeout=self.timeout_s,
             )
         except httpx.HTTPError as error:
-            raise SendFailed(f"POST {url}: {type(error).__name__}: {error}") from error
+            raise SendFailed(f"POST {shown}: {type(error).__name__}: {error}") from error
         if response.status_code >= 300:
-            raise SendFailed(f"POST {url}: HTTP {response.status_code} {response.text[:200]}")
+            raise SendFailed(f"POST {shown}: HTTP {response.status_code} {response.text[:200]}")

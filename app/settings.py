@@ -2,7 +2,7 @@
 
 Every process type (web, workers, scheduler, CLI) reads the same variables through one
 ``Settings``, so a value that is wrong fails the same way everywhere and before any work
-starts: in one line that names the variable, shows its value with any password hidden and says
+starts: in one line that names the variable, shows its value with its credentials hidden and says
 what was expected. URLs that may carry credentials are ``SecretStr``: a repr or a log of the
 settings shows ``**********`` in their place.
 
@@ -359,13 +359,21 @@ def describe_errors(error: ValidationError) -> str:
 
 def _describe(detail: ErrorDetails) -> str:
     name = str(detail["loc"][0]) if detail["loc"] else "the environment"
+    field = _fields_by_variable().get(name)
     if detail["type"] == _SETTING_ERROR:
         reason = detail["msg"]
     else:
-        field = _fields_by_variable().get(name)
         expected = _expected(field) if field is not None else None
         reason = f"expected {expected}" if expected else detail["msg"]
-    return f"{name}={redact(str(detail['input']))!r}: {' '.join(reason.splitlines())}"
+    return f"{name}={_shown(field, str(detail['input']))!r}: {' '.join(reason.splitlines())}"
+
+
+def _shown(field: FieldInfo | None, value: str) -> str:
+    """A bad value as its error line shows it: with its credentials hidden, and not at all if
+    it belongs in a secret variable but is no URL, for then it may be the secret alone (a
+    password or a Sentry key pasted without the rest of its URL)."""
+    secret = field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
+    return "***" if secret and "://" not in value else hide_credentials(value)
 
 
 @functools.cache
@@ -393,22 +401,32 @@ def _reveal(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
 
 
-_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&#]*")
+#: A parameter whose name says it holds a secret: ``password=``, ``api_key=``, ``token=``...,
+#: in a URL's query or among libpq's ``key=value`` words.
+_SECRET_PARAMETER = re.compile(
+    r"(?i)\b([\w-]*(?:password|passwd|pwd|secret|token|key|sig)[\w-]*=)[^&#\s]*"
+)
 
 
-def redact(value: str) -> str:
-    """``value`` with any password hidden: a URL's after ``user:``, and ``password=`` in a query.
+def hide_credentials(value: str) -> str:
+    """``value``, a URL (or what should have been one), with its credentials hidden, to print.
 
-    Parsed by hand rather than with ``urlsplit``, so that a URL too malformed to parse is
-    hidden as well; an ``@`` in a password (unencoded) still hides the whole password.
+    fintask's one masking of URLs: settings errors, ``fintask run``'s lines, the provider's and
+    webhooks' errors and the web's access log use it. Everything before the host's ``@`` is
+    hidden, the user with the password (``redis://***@host:6379/0``): a Sentry DSN keeps its
+    key there, and many services their token. So is the value of every parameter named for a
+    secret. Parsed by hand rather than with ``urlsplit``, so that a URL too malformed to parse
+    is hidden as well: all up to the last ``@`` counts, so an unencoded ``@`` or ``/`` in a
+    password still hides all of it (and an ``@`` later in the URL hides more than needed, never
+    less). A path alone (``/api/audit?token=...``) has no credentials but its parameters.
     """
     scheme, separator, rest = value.partition("://")
     if not separator:
         scheme, rest = "", value
-    userinfo, at, location = rest.rpartition("@")
-    if at and ":" in userinfo:
-        rest = f"{userinfo.split(':', 1)[0]}:***@{location}"
-    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}{separator}{rest}")
+    _, at, location = rest.rpartition("@")
+    if at and not rest.startswith("/"):
+        rest = f"***@{location}"
+    return _SECRET_PARAMETER.sub(r"\1***", f"{scheme}{separator}{rest}")
 
 
 def check_url(value: str, *, schemes: Collection[str], hostless: Collection[str] = ()) -> str:

@@ -1,5 +1,6 @@
 """What the ``fintask`` command says when Redis or the database does not answer: one line
-saying what to do, never a traceback.
+saying what to do, never a traceback, and never a password: the lines quote the driver's own
+error, which names the host and the user but not the URL.
 
 An operator meets these on a new deploy (a database older than the code) or in an outage, and a
 traceback there hides the one thing to do: start Redis or the database, or run ``fintask
@@ -19,6 +20,12 @@ _UNDEFINED_TABLE = "42P01"
 def outage_line(error: BaseException) -> str | None:
     """The line to end the command with if ``error`` is Redis or the database not answering
     (or a database not migrated), else None."""
+    if isinstance(error, redis.AuthenticationError):
+        # A ConnectionError too, but "is it running?" would send the operator the wrong way.
+        return (
+            f"Redis refused fintask ({error}): check the password (and user) in REDIS_URL, "
+            "redis://USER:PASSWORD@HOST:PORT/DB"
+        )
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
         return (
             f"Redis did not answer ({error}): is it running? `fintask run` starts one (and a "

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from app.settings import RUN_FILE_NAME, WORKER_PROCESS_TYPES, redact
+from app.settings import RUN_FILE_NAME, WORKER_PROCESS_TYPES, hide_credentials
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class RunFile:
         return cls(os.getpid(), env["REDIS_URL"], web_url, metrics_urls)
 
     def lines(self) -> list[str]:
-        """The URLs as ``fintask run`` prints them when it starts (any Redis password hidden)."""
-        rows = [("redis", redact(self.redis_url))]
+        """The URLs as ``fintask run`` prints them when it starts (Redis's credentials hidden)."""
+        rows = [("redis", hide_credentials(self.redis_url))]
         if self.web_url is not None:
             rows.append(("web", self.web_url))
         rows += [(f"{name} metrics", url) for name, url in self.metrics_urls.items()]

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 import actors  # noqa: F401  (declares every actor, and so every queue, once the broker is built)
 from app.broker import setup_broker
 from app.web import console, control, health, jobs, metrics, runs
+from app.web.access_log import hide_query_secrets
 from app.web.errors import install_error_handlers
 
 #: Swagger UI's files (swagger-ui-dist 5, which renders FastAPI's OpenAPI 3.1) and ReDoc's
@@ -41,6 +42,7 @@ EMPTY_IMAGE = (
 def create_app() -> FastAPI:
     """The web application, on this process's broker."""
     setup_broker()
+    hide_query_secrets()
     app = FastAPI(
         title="fintask",
         summary="Background work of a personal-finance service on Dramatiq and Redis.",

@@ -7,42 +7,18 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
-import subprocess
-from contextlib import suppress
 
 import pytest
 
 from app.local.supervisor import procfile_commands
-from app.settings import CONFIGURATION_ERROR_EXIT, MISSING_BLOB_KEYS, PROJECT_ROOT
-from tests.support.processes import VENV_BIN, dramatiq_worker, fintask_env
+from app.settings import CONFIGURATION_ERROR_EXIT, MISSING_BLOB_KEYS
+from tests.support.processes import VENV_BIN, dramatiq_worker, run_to_exit
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "hunter2"
 BAD_REDIS_URL = f"redis://:{PASSWORD}@localhost:notaport/0"
-SHOWN_REDIS_URL = "REDIS_URL='redis://:***@localhost:notaport/0': the port must be a whole number"
-
-
-def run_to_exit(command: list[str], timeout_s: float = 90.0, **env: str) -> tuple[int, str]:
-    """Run ``command`` until it exits on its own; its status and its output, stderr included."""
-    process = subprocess.Popen(
-        command,
-        env=fintask_env(**env),
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"{command[0]} was still running after {timeout_s:.0f} s:\n{output}")
-    return process.returncode, output
+SHOWN_REDIS_URL = "REDIS_URL='redis://***@localhost:notaport/0': the port must be a whole number"
 
 
 def configuration_errors(output: str) -> list[str]:
@@ -75,7 +51,7 @@ def test_gunicorn_as_the_procfile_runs_it_stops_its_master_in_one_line():
     assert PASSWORD not in output
     assert "Booting worker" not in output
     [error] = configuration_errors(output)
-    assert error.startswith("configuration error: SENTRY_DSN='https://key:***@o1.ingest")
+    assert error.startswith("configuration error: SENTRY_DSN='https://***@o1.ingest")
 
 
 def test_the_scheduler_stops_in_one_line():
@@ -107,7 +83,7 @@ def test_a_fintask_command_names_the_bad_database_url_without_its_password():
 
     assert status == CONFIGURATION_ERROR_EXIT
     assert output.splitlines() == [
-        "configuration error: DATABASE_URL='postgresql://fintask:***@db.internal:5x32/"
+        "configuration error: DATABASE_URL='postgresql://***@db.internal:5x32/"
         "fintask': the port must be a whole number from 1 to 65535"
     ]
 

@@ -44,6 +44,33 @@ def running(
         stop(process)
 
 
+def run_to_exit(command: list[str], timeout_s: float = 90.0, **env: str) -> tuple[int, str]:
+    """Run ``command`` until it exits on its own; its status and its output, stderr included.
+
+    For a process that must stop by itself (a bad setting, an outage line): one still running
+    after ``timeout_s`` is killed with its session, and the test fails showing its output.
+    """
+    process = subprocess.Popen(
+        command,
+        env=fintask_env(**env),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise AssertionError(
+            f"{command[0]} was still running after {timeout_s:.0f} s:\n{output}"
+        ) from None
+    return process.returncode, output
+
+
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
     """SIGTERM ``process``; SIGKILL its whole session if it outlives ``timeout_s``."""
     if process.poll() is None:

@@ -68,7 +68,7 @@ def test_the_run_file_names_each_server_and_hides_a_redis_password(tmp_path):
         "worker": f"http://127.0.0.1:{env['METRICS_PORT_WORKER']}/metrics"
     }, "only the worker types it runs"
     assert run.lines() == [
-        "redis           redis://:***@h:6379/0",
+        "redis           redis://***@h:6379/0",
         f"web             {run.web_url}",
         f"worker metrics  {run.metrics_urls['worker']}",
     ]

@@ -11,9 +11,19 @@ from sqlalchemy import update
 
 from app.db.models import Notification, NotificationStatus, User
 from app.db.session import transaction
-from app.senders import Outgoing, Sender, SendFailed, email_message_id, idempotency_key
+from app.local.ports import free_port
+from app.senders import (
+    HttpSender,
+    Outgoing,
+    Sender,
+    SendFailed,
+    email_message_id,
+    idempotency_key,
+)
 from pipelines import notifications
 from pipelines.notifications import Channel, DeliveryOutcome, NotificationInFlight, notify
+
+SECRET = "pushpw-Zq81"
 
 
 def _notify(user, *, channel=Channel.EMAIL, urgent=False, dedup_key="weekly:1") -> int:
@@ -179,6 +189,20 @@ def test_a_failed_send_is_released_for_the_retry_with_the_reason(user, database,
 def test_a_user_without_a_webhook_gets_a_clear_error_at_creation(user, database):
     with pytest.raises(ValueError, match=f"user {user.id} has no webhook address"):
         _notify(user, channel=Channel.WEBHOOK)
+
+
+def test_a_failed_webhook_send_names_the_url_without_its_credentials():
+    # A push gateway's URL may carry a password: the failure's text is logged, kept as the
+    # notification's last error and sent to Sentry.
+    port = free_port()
+    sender = HttpSender(url=f"http://push:{SECRET}@127.0.0.1:{port}/push", timeout_s=2)
+    outgoing = Outgoing(dedup_key="weekly:1", recipient="7", subject="Your week", body="-")
+
+    with pytest.raises(SendFailed) as failed:
+        sender.send(outgoing)
+
+    assert str(failed.value).startswith(f"POST http://***@127.0.0.1:{port}/push: ConnectError")
+    assert SECRET not in str(failed.value)
 
 
 def _senders():

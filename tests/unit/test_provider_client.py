@@ -24,6 +24,8 @@ from sandbox.app import create_app
 from sandbox.config import SandboxConfig
 from sandbox.data import expected_accounts, expected_transactions
 
+SECRET = "bankpw-Hq42"
+
 # The client passes its timeouts on every call, as it must in production; the in-process
 # TestClient ignores them and warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")
@@ -176,6 +178,23 @@ def test_a_refused_connection_raises_unavailable():
         pytest.raises(ProviderUnavailable),
     ):
         client.list_accounts(1)
+
+
+def test_a_failure_names_the_url_without_the_credentials_provider_url_carries():
+    # The failure's text is logged, kept as a dead letter's reason and sent to Sentry.
+    port = free_port()
+    refused = ProviderClient(base_url=f"http://bank:{SECRET}@127.0.0.1:{port}", timeout_s=2)
+    sandbox = TestClient(create_app(SandboxConfig()))
+    answered = ProviderClient(base_url=f"http://bank:{SECRET}@testserver", client=sandbox)
+
+    with refused, pytest.raises(ProviderUnavailable) as unavailable:
+        refused.list_accounts(1)
+    with pytest.raises(ProviderError) as error:
+        answered.get_account("acc-1-99")
+
+    assert str(unavailable.value).startswith(f"GET http://***@127.0.0.1:{port}/users/1/accounts")
+    assert str(error.value).startswith("provider answered 404 at http://***@testserver/accounts/")
+    assert SECRET not in str(unavailable.value) + str(error.value) + error.value.url
 
 
 def test_every_call_carries_the_configured_timeouts():

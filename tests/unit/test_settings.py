@@ -78,7 +78,8 @@ def test_a_given_environment_stands_alone_and_the_default_is_the_process_one(mon
         ("REDIS_URL", "unix:///tmp/redis.sock?db=one", "REDIS_URL='unix:///tmp/redis.sock?db=one'"),
         ("DATABASE_URL", "postgresql://db:5x32/fintask", "DATABASE_URL='postgresql://db:5x32/fin"),
         ("SENTRY_DSN", "https://o1.ingest.sentry.io/1", "SENTRY_DSN='https://o1.ingest.sentry"),
-        ("SMTP_URL", "mail.example.com:25", "SMTP_URL='mail.example.com:25': the scheme"),
+        # No URL at all in a secret's variable may be the secret alone: not shown.
+        ("SMTP_URL", "mail.example.com:25", "SMTP_URL='***': the scheme must be one of smtp://"),
         ("PROVIDER_URL", "http://bank:99999", "PROVIDER_URL='http://bank:99999': the port"),
         ("METRICS_PORT_WORKER", "ninety", "METRICS_PORT_WORKER='ninety': expected a whole number"),
         (
@@ -134,7 +135,13 @@ def test_a_var_dir_fintask_cannot_write_to_is_refused(tmp_path):
         ("DATABASE_URL", f"mysql://admin:{PASSWORD}@db/fintask"),
         ("DATABASE_URL", f"postgres://admin:{PASSWORD}@db:5x32/fintask"),
         ("SENTRY_DSN", f"https://key:{PASSWORD}@o1.ingest.sentry.io/project"),
+        # A DSN's key is what lets anyone send events to the project: hidden as a password.
+        ("SENTRY_DSN", f"https://{PASSWORD}@o1.ingest.sentry.io/project"),
         ("SMTP_URL", f"smtp://mailer:{PASSWORD}@mail.example.com:smtp"),
+        # A secret pasted alone where its URL belongs.
+        ("REDIS_URL", PASSWORD),
+        ("SENTRY_DSN", PASSWORD),
+        ("PUSH_URL", f"https://push.example.com:x/send?api_key={PASSWORD}"),
     ],
 )
 def test_a_bad_url_is_named_without_its_password(variable, value):
@@ -146,11 +153,18 @@ def test_a_bad_url_is_named_without_its_password(variable, value):
     assert "\n" not in str(error.value)
 
 
-def test_a_bad_database_url_shows_where_the_password_was():
+def test_a_bad_database_url_shows_where_the_credentials_were():
     with pytest.raises(SettingsError) as error:
         load_settings({"DATABASE_URL": f"mysql://admin:{PASSWORD}@db/fintask"})
 
-    assert "DATABASE_URL='mysql://admin:***@db/fintask'" in str(error.value)
+    assert "DATABASE_URL='mysql://***@db/fintask'" in str(error.value)
+
+
+def test_a_secret_variable_that_is_no_url_is_not_shown_at_all():
+    with pytest.raises(SettingsError) as error:
+        load_settings({"SENTRY_DSN": PASSWORD})
+
+    assert str(error.value) == "SENTRY_DSN='***': the scheme must be one of http://, https://"
 
 
 def test_every_bad_variable_is_named_in_one_line():
@@ -160,7 +174,7 @@ def test_every_bad_variable_is_named_in_one_line():
     line = str(error.value)
     assert "\n" not in line
     assert "LOG_FORMAT='xml'" in line
-    assert "REDIS_URL='redis://:***@h:x/0'" in line
+    assert "REDIS_URL='redis://***@h:x/0'" in line
     assert PASSWORD not in line
 
 
