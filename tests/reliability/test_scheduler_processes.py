@@ -21,7 +21,9 @@ from tests.support.fixed_port_redis import FixedPortRedis
 from tests.support.processes import VENV_BIN, fintask_env, running, wait_until
 from tests.support.scheduler_actors import QUEUE, SCHEDULE
 
-pytestmark = [pytest.mark.reliability, pytest.mark.quick]
+#: The pair spans two minute boundaries (about two minutes): `make test-reliability` only; the
+#: start while Redis is down is quick.
+pytestmark = [pytest.mark.reliability]
 
 MODULE = "tests.support.scheduler_actors"
 TICK_LINE = re.compile(r"Tick (\S+) of (\w+): (sent as message|already sent by another)")
@@ -87,6 +89,7 @@ def test_two_scheduler_processes_send_one_message_per_tick_per_job(redis_url, tm
     print(f"ticks per job: {sorted(counts.items())}")  # the measurement, with pytest -s
 
 
+@pytest.mark.quick
 def test_a_scheduler_started_while_redis_is_down_waits_for_it_then_runs(tmp_path):
     # Given a Redis address where nothing answers yet
     server = FixedPortRedis(data_dir=tmp_path / "redis")
