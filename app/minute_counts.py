@@ -13,6 +13,7 @@ for people, not an account; the Prometheus counters are the record.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import cast
 
 import redis
@@ -75,17 +76,30 @@ def read_minutes(
 ) -> dict[str, list[int]]:
     """Each field of ``series`` with its count in each of the last ``minutes`` minutes,
     oldest first (the last is the minute in progress); a minute without events counts 0."""
+    return read_many_minutes(client, [series], minutes=minutes, now_ms=now_ms)[series]
+
+
+def read_many_minutes(
+    client: redis.Redis, series: Iterable[str], *, minutes: int = 60, now_ms: int | None = None
+) -> dict[str, dict[str, list[int]]]:
+    """``read_minutes`` of each of ``series``, all in one pipeline: a page drawing a sparkline
+    per queue or per actor makes one round trip, not one per line."""
     last = minute_of(current_millis() if now_ms is None else now_ms)
     span = range(last - minutes + 1, last + 1)
+    names = list(dict.fromkeys(series))
     pipe = client.pipeline(transaction=False)
-    for minute in span:
-        pipe.hgetall(KEY.format(series=series, minute=minute))
+    for name in names:
+        for minute in span:
+            pipe.hgetall(KEY.format(series=name, minute=minute))
     answers = cast(list[dict[bytes, bytes]], pipe.execute())
-    series_counts: dict[str, list[int]] = {}
-    for index, answer in enumerate(answers):
-        for field, count in answer.items():
-            series_counts.setdefault(as_text(field), [0] * minutes)[index] = int(count)
-    return series_counts
+    read: dict[str, dict[str, list[int]]] = {}
+    for position, name in enumerate(names):
+        counts: dict[str, list[int]] = {}
+        for index, answer in enumerate(answers[position * minutes : (position + 1) * minutes]):
+            for field, count in answer.items():
+                counts.setdefault(as_text(field), [0] * minutes)[index] = int(count)
+        read[name] = counts
+    return read
 
 
 #: This process's tally: what its middleware counts, flushed with its worker record.

@@ -68,6 +68,11 @@ def default_schedule() -> Schedule:
     return SCHEDULE
 
 
+def job_names() -> list[str]:
+    """The names of the schedule's jobs: what an operator's action on a job may name."""
+    return [scheduled.name for scheduled in default_schedule()]
+
+
 def read_live(client: redis.Redis, schedule: Schedule) -> ScheduleLive:
     """The schedule's state in Redis; ``redis.RedisError`` if it does not answer."""
     return ScheduleLive(

@@ -24,7 +24,7 @@ from app.control.queue_counts import QueueCounts, queue_counts
 from app.control.workers import WorkerView, list_workers
 from app.inspection import consumers_alive
 from app.middleware.fleet import queue_series
-from app.minute_counts import read_minutes
+from app.minute_counts import read_many_minutes
 from chunking import ChunkRun, Progress, RunStatus
 
 #: The minutes of counts each queue's sparkline draws, oldest first, the last one in progress.
@@ -98,8 +98,12 @@ def read_overview(
     names = list(queue_names)
     workers = list_workers(client, names)
     alive = [worker for worker in workers if worker.state == "alive"]
+    minutes = read_many_minutes(
+        client, [queue_series(name) for name in names], minutes=MINUTES, now_ms=now_ms
+    )
     queues = [
-        _queue(client, counts, alive, now_ms=now_ms) for counts in queue_counts(client, names)
+        _queue(counts, alive, minutes[queue_series(counts.queue_name)])
+        for counts in queue_counts(client, names)
     ]
     runs, in_progress = _runs_in_progress(session, _utc(now_ms))
     return Overview(
@@ -121,10 +125,9 @@ def last_whole_minute(counts: Sequence[int]) -> int:
 
 
 def _queue(
-    client: redis.Redis, counts: QueueCounts, alive: list[WorkerView], *, now_ms: int
+    counts: QueueCounts, alive: list[WorkerView], minutes: dict[str, list[int]]
 ) -> QueueOverview:
     name = counts.queue_name
-    minutes = read_minutes(client, queue_series(name), minutes=MINUTES, now_ms=now_ms)
     none = [0] * MINUTES
     return QueueOverview(
         counts=counts,

@@ -37,7 +37,7 @@ from app.redis_client import get_redis
 from app.web.auth import AUTH_RESPONSES, Principal, Viewer, require_operator
 from app.web.deps import ErrorOut, SessionDep
 from app.web.pages import BAD_CURSOR_RESPONSE, Cursor, Limit, Page, bad_cursor_is_400, offset_page
-from scheduler.render import default_schedule, read_live, schedule_data
+from scheduler.render import default_schedule, job_names, read_live, schedule_data
 
 router = APIRouter(prefix="/api", tags=["control"])
 
@@ -308,14 +308,14 @@ def get_schedule(_: Viewer, cursor: Cursor = None, limit: Limit = 100) -> Listed
 @router.post("/schedule/{job}/pause", responses=_ERRORS)
 def pause_job(job: JobName, principal: OperatorToken, session: SessionDep) -> dict[str, Any]:
     """Stop sending the job's ticks on every scheduler; those due meanwhile are not caught up."""
-    changed = _acting(lambda: _operator(principal, session).pause_job(job, known=_job_names()))
+    changed = _acting(lambda: _operator(principal, session).pause_job(job, known=job_names()))
     return {"job": job, "paused": True, "changed": changed}
 
 
 @router.post("/schedule/{job}/resume", responses=_ERRORS)
 def resume_job(job: JobName, principal: OperatorToken, session: SessionDep) -> dict[str, Any]:
     """Send the job's ticks again, from its next one."""
-    changed = _acting(lambda: _operator(principal, session).resume_job(job, known=_job_names()))
+    changed = _acting(lambda: _operator(principal, session).resume_job(job, known=job_names()))
     return {"job": job, "paused": False, "changed": changed}
 
 
@@ -323,7 +323,7 @@ def resume_job(job: JobName, principal: OperatorToken, session: SessionDep) -> d
 def run_job(job: JobName, principal: OperatorToken, session: SessionDep) -> dict[str, Any]:
     """Run the job once now, as a tick of its own (it runs once), even while paused; a
     running scheduler sends it within seconds."""
-    request_id = _acting(lambda: _operator(principal, session).run_job(job, known=_job_names()))
+    request_id = _acting(lambda: _operator(principal, session).run_job(job, known=job_names()))
     return {"job": job, "request_id": request_id}
 
 
@@ -339,10 +339,6 @@ def get_audit(
     with bad_cursor_is_400():
         events, next_cursor = audit.list_events(session, cursor=cursor, limit=limit, action=action)
     return Listed(items=[audit.as_dict(e) for e in events], next_cursor=next_cursor)
-
-
-def _job_names() -> list[str]:
-    return [scheduled.name for scheduled in default_schedule()]
 
 
 def _operator(principal: Principal, session: SessionDep) -> Operator:

@@ -11,7 +11,14 @@ import redis
 from dramatiq.common import current_millis
 
 from app.local.ports import free_port
-from app.minute_counts import KEPT_S, KEY, MinuteTally, minute_of, read_minutes
+from app.minute_counts import (
+    KEPT_S,
+    KEY,
+    MinuteTally,
+    minute_of,
+    read_many_minutes,
+    read_minutes,
+)
 
 MINUTE_MS = 60_000
 #: 30 s into the current minute, so that "a minute earlier" is unambiguous (and near the real
@@ -38,6 +45,23 @@ def test_a_series_without_events_reads_as_no_fields_and_others_do_not_leak_in(cl
 
     assert read_minutes(client, "queue:sync", now_ms=NOW_MS) == {}
     assert len(read_minutes(client, "queue:emails", now_ms=NOW_MS)["done"]) == 60
+
+
+def test_several_series_read_together_each_get_their_own_counts(client):
+    tally = MinuteTally()
+    tally.add("queue:emails", "done", now_ms=NOW_MS)
+    tally.add("queue:sync", "failed", 2, now_ms=NOW_MS - MINUTE_MS)
+    tally.flush(client, now_ms=NOW_MS)
+
+    read = read_many_minutes(
+        client, ["queue:emails", "queue:sync", "queue:etl"], minutes=3, now_ms=NOW_MS
+    )
+
+    assert read == {
+        "queue:emails": {"done": [0, 0, 1]},
+        "queue:sync": {"failed": [0, 2, 0]},
+        "queue:etl": {},
+    }
 
 
 def test_flushes_of_several_processes_add_up(client):

@@ -13,7 +13,6 @@ import math
 from typing import Annotated, Any
 
 import dramatiq
-import redis
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
@@ -24,7 +23,7 @@ from app.middleware.rate_limits import (
     parse_rate,
     read_booked,
 )
-from app.minute_counts import read_minutes
+from app.minute_counts import read_many_minutes
 from app.redis_client import get_redis
 from app.web.console.access import ConsoleRefused, OperatorUser, User, operator_for
 from app.web.console.confirm import confirm_or_act
@@ -49,7 +48,15 @@ def limits_page(request: Request, user: User) -> Response:
     broker = dramatiq.get_broker()
     views = rate_limits(client, broker)
     booked = read_booked(client, [view.actor_name for view in views])
-    rows = [limit_row(client, broker, view, booked[view.actor_name]) for view in views]
+    deferrals = read_many_minutes(
+        client, [deferral_series(view.actor_name) for view in views], minutes=MINUTES
+    )
+    rows = [
+        limit_row(
+            broker, view, booked[view.actor_name], deferrals[deferral_series(view.actor_name)]
+        )
+        for view in views
+    ]
     limited = {view.actor_name for view in views}
     others = sorted(set(broker.get_declared_actors()) - limited)
     return render(
@@ -65,12 +72,14 @@ def limits_page(request: Request, user: User) -> Response:
 
 
 def limit_row(
-    client: redis.Redis, broker: dramatiq.Broker, view: LimitView, booked_s: float
+    broker: dramatiq.Broker,
+    view: LimitView,
+    booked_s: float,
+    deferrals: dict[str, list[int]],
 ) -> dict[str, Any]:
-    """``view`` as the page shows it: with its queue, its limiter's usage and its deferrals."""
-    deferred = read_minutes(client, deferral_series(view.actor_name), minutes=MINUTES).get(
-        ALL_PARTITIONS, [0] * MINUTES
-    )
+    """``view`` as the page shows it: with its queue, its limiter's usage and its deferrals
+    (its series of ``read_many_minutes``)."""
+    deferred = deferrals.get(ALL_PARTITIONS, [0] * MINUTES)
     return {
         **view.as_dict(),
         "queue": broker.get_actor(view.actor_name).queue_name,

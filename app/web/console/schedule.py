@@ -20,7 +20,7 @@ from app.web.console.confirm import confirm_or_act
 from app.web.console.cron_words import cron_in_words
 from app.web.console.render import render
 from app.web.deps import SessionDep
-from scheduler.render import default_schedule, read_live, schedule_data
+from scheduler.render import default_schedule, job_names, read_live, schedule_data
 
 router = APIRouter()
 
@@ -107,7 +107,7 @@ async def resume_job(
 
 def _known(job: str) -> list[str]:
     """The schedule's job names, if ``job`` is one of them; a 404 page otherwise."""
-    names = [scheduled.name for scheduled in default_schedule()]
+    names = job_names()
     try:
         check_job(job, names)
     except UnknownTarget as error:
