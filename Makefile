@@ -45,8 +45,11 @@ dev: install
 	BLOB_KEYS="$${BLOB_KEYS:-$$($(BIN)/python -c '$(LOCAL_BLOB_KEYS)')}" \
 		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
+# Unit tests are CPU-bound in one process: two pytest-xdist workers use both cores. The tests
+# that start real processes run one at a time, so no two of them compete for the same cores.
 test: install lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/unit $(PYTEST_ARGS)
 
 lint:
 	$(BIN)/ruff check .
@@ -57,7 +60,7 @@ typecheck:
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -n 2 $(PYTEST_ARGS)
 
 integration: install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)

@@ -25,6 +25,9 @@ pytest_plugins = ["tests.support.refresh_fixtures"]  # its fixtures: account
 RFC_3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 WHEN = dt.datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
+# A fixed id: test ids show it, and pytest-xdist needs the same ids in every worker.
+A_JOB_ID = "a5f2affc-b9a1-4cbf-8779-30a90133c2aa"
+
 
 @pytest.fixture
 def client(database) -> TestClient:
@@ -121,7 +124,7 @@ def test_jobs_are_listed_by_status(client, account):
     [
         ("/api/jobs", "not a cursor!"),
         ("/api/jobs", "e30"),  # {}: base64 of JSON, not a key
-        ("/api/jobs", _cursor([WHEN.replace(tzinfo=None).isoformat(), str(uuid.uuid4())])),
+        ("/api/jobs", _cursor([WHEN.replace(tzinfo=None).isoformat(), A_JOB_ID])),
         ("/api/jobs", _cursor([WHEN.isoformat(), "not-a-uuid"])),
         ("/api/jobs", _cursor([WHEN.isoformat(), 5])),
         ("/api/jobs", _cursor([7])),  # a runs cursor

@@ -6,7 +6,7 @@ Every failure names its cause and no message, ``repr`` or settings error ever sh
 from __future__ import annotations
 
 import base64
-import os
+import hashlib
 
 import pytest
 
@@ -20,7 +20,8 @@ from app.blob_crypto import (
 )
 from app.settings import SettingsError, load_settings
 
-KEY_1, KEY_2 = os.urandom(32), os.urandom(32)
+# Fixed keys: test ids name them, and pytest-xdist needs the same ids in every worker.
+KEY_1, KEY_2 = hashlib.sha256(b"test key 1").digest(), hashlib.sha256(b"test key 2").digest()
 B64_1, B64_2 = (base64.b64encode(key).decode() for key in (KEY_1, KEY_2))
 ROW = b'["raw_blobs",1,"provider.transactions","ab12"]'
 PAYLOAD = b'{"account": {"external_id": "acc-1", "balance": "1234.56"}}'
