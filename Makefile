@@ -49,7 +49,7 @@ dev: install
 # that start real processes run one at a time, so no two of them compete for the same cores.
 test: install lint typecheck
 	$(BIN)/pytest tests/unit -n 2 $(PYTEST_ARGS)
-	$(BIN)/pytest --ignore=tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration tests/browser tests/reliability $(PYTEST_ARGS)
 
 lint:
 	$(BIN)/ruff check .
