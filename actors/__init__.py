@@ -5,12 +5,24 @@ Importing this package declares the actors; it does not build the broker. A work
 imports this package, so every actor is declared on the broker of this process.
 """
 
-from actors import digest, etl, fraud, insights, maintenance, notifications, reports, runs, sync
+from actors import (
+    digest,
+    etl,
+    fraud,
+    from_celery,
+    insights,
+    maintenance,
+    notifications,
+    reports,
+    runs,
+    sync,
+)
 
 __all__ = [
     "digest",
     "etl",
     "fraud",
+    "from_celery",
     "insights",
     "maintenance",
     "notifications",

@@ -30,8 +30,10 @@ from dramatiq.common import xq_name
 from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 from dramatiq.middleware import SkipMessage
+from redis import Redis
 
 from app.redaction import redact
+from chunking.redis_keys import dead_letters_key, dead_messages_key
 
 #: The longest reason kept: enough for an exception's first lines, not a whole payload.
 MAX_REASON_CHARS = 1_000
@@ -79,6 +81,30 @@ return 1
 def reason_key(queue_name: str, redis_id: str, *, namespace: str = "dramatiq") -> str:
     """The key holding why the dead letter ``redis_id`` of ``queue_name`` (or ``q.DQ``) died."""
     return f"{namespace}:{xq_name(queue_name)}.reason.{redis_id}"
+
+
+def keep_dead_letter(
+    client: Redis,
+    queue_name: str,
+    redis_id: str,
+    data: str,
+    reason: str,
+    *,
+    ttl_ms: int,
+    now_ms: int,
+    namespace: str = "dramatiq",
+) -> None:
+    """Store ``data`` as a dead letter of ``queue_name`` with its ``reason``, as the consumer's
+    nack would, for a message that never reached a queue (one the Celery bridge refused).
+
+    Written again under the same ``redis_id`` it overwrites, so a refusal repeated after a
+    crash leaves one dead letter, not two.
+    """
+    pipe = client.pipeline(transaction=True)
+    pipe.zadd(dead_letters_key(queue_name, namespace=namespace), {redis_id: now_ms})
+    pipe.hset(dead_messages_key(queue_name, namespace=namespace), redis_id, data)
+    pipe.set(reason_key(queue_name, redis_id, namespace=namespace), kept_reason(reason), px=ttl_ms)
+    pipe.execute()
 
 
 def read_message(data: bytes) -> Message[Any] | str:

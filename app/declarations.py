@@ -32,6 +32,10 @@ class DeclaredActors(Broker):
     def __init__(self) -> None:
         super().__init__(middleware=[])
         self.declared_options: dict[str, dict[str, Any]] = {}
+        self.declared_queues: set[str] = set()
+
+    def declare_queue(self, queue_name: str) -> None:
+        self.declared_queues.add(queue_name)
 
     def declare_actor(self, actor: Actor[Any, Any]) -> None:
         self.actors[actor.actor_name] = actor
@@ -52,6 +56,12 @@ def current_broker() -> Broker:
     return dramatiq.broker.global_broker or _placeholder
 
 
+def declare_queue(queue_name: str) -> None:
+    """Declare a queue no actor runs on, on this process's broker (or the placeholder's):
+    one whose dead letters operators must see, as the Celery bridge's refusals."""
+    current_broker().declare_queue(queue_name)
+
+
 def check_options(broker: Broker, actor_name: str, options: dict[str, Any]) -> None:
     """Refuse options that none of ``broker``'s middleware reads (checked again on adoption)."""
     if broker is _placeholder:
@@ -69,5 +79,8 @@ def adopt_declared_actors(broker: Broker) -> None:
         check_options(broker, actor.actor_name, _placeholder.declared_options[actor.actor_name])
         actor.broker = broker
         broker.declare_actor(actor)
+    for queue_name in _placeholder.declared_queues:
+        broker.declare_queue(queue_name)
     _placeholder.actors.clear()
     _placeholder.declared_options.clear()
+    _placeholder.declared_queues.clear()

@@ -2,8 +2,9 @@
 
 Every limit is a required keyword (no silent 10-minute time limit or 20 retries over a month),
 the function must take ``**kwargs`` (old and new releases exchange messages during a deploy),
-and an actor that was renamed keeps its old names as aliases so the messages a previous release
-queued still find it.
+an actor that was renamed keeps its old names as aliases so the messages a previous release
+queued still find it, and a limit is in milliseconds: one under a second is refused as the
+Celery seconds it almost certainly was (``time_limit=30`` ported from Celery is 30 ms).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from app.declarations import check_options, current_broker
 F = TypeVar("F", bound=Callable[..., Any])
 
 REQUIRED_ACTOR_OPTIONS = ("time_limit", "max_age", "max_retries", "min_backoff", "max_backoff")
+
+#: The shortest plausible ``time_limit`` and ``max_age`` (ms): below it, a Celery value in
+#: seconds was ported as it stood. Backoffs may be shorter (a retry 100 ms later is a choice).
+MIN_PLAUSIBLE_LIMIT_MS = 1_000
+
+#: What Celery called each limit, for the message that refuses an implausible one.
+_CELERY_NAMES = {"time_limit": "time_limit", "max_age": "expires"}
 
 
 class HouseRuleViolation(TypeError):
@@ -39,7 +47,21 @@ def house_rule_problems(actor: dramatiq.Actor[Any, Any]) -> list[str]:
     for option in REQUIRED_ACTOR_OPTIONS:
         if option not in actor.options:
             problems.append(f"does not state {option}")
+    for option in _CELERY_NAMES:
+        problem = implausible_limit(option, actor.options.get(option, MIN_PLAUSIBLE_LIMIT_MS))
+        if problem is not None:
+            problems.append(problem)
     return problems
+
+
+def implausible_limit(name: str, value: int) -> str | None:
+    """Why ``value`` ms is an implausible ``time_limit`` or ``max_age`` (None if plausible)."""
+    if value >= MIN_PLAUSIBLE_LIMIT_MS:
+        return None
+    return (
+        f"{name}={value} is {value} ms: Dramatiq limits are in milliseconds; a Celery "
+        f"{_CELERY_NAMES[name]} of {value} s is {name}={value * 1000:_}"
+    )
 
 
 def fintask_actor(
@@ -71,6 +93,10 @@ def fintask_actor(
         name = actor_name or fn.__name__
         if not accepts_any_kwargs(fn):
             raise HouseRuleViolation(f"actor {name!r} does not accept **kwargs")
+        for option in _CELERY_NAMES:
+            problem = implausible_limit(option, options[option])
+            if problem is not None:
+                raise HouseRuleViolation(f"actor {name!r}: {problem}")
         broker = current_broker()
         check_options(broker, name, options)
         for alias in aliases:

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "app.cli.tokens",
         "What operators did, newest first: who, which action, on what, how many messages.",
     ),
+    "bridge": (
+        "app.cli.bridge",
+        "Bridges from Celery: tasks its producers publish run on fintask actors.",
+    ),
     "demo": (
         "app.cli.local",
         "Run the showcase: private Redis, SQLite, the real processes, the workloads, a summary.",

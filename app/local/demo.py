@@ -24,7 +24,7 @@ from app.local.showcases import DemoContext, DemoSummary, Log
 from app.local.stack import LocalStack
 from app.settings import Settings
 
-PROCESS_TYPES = ["web", "worker_urgent", "worker", "scheduler", "sinks", "sandbox"]
+PROCESS_TYPES = ["web", "worker_urgent", "worker", "scheduler", "bridge_celery", "sinks", "sandbox"]
 
 
 #: What the summary says about the stack's life after the showcases.
@@ -68,7 +68,7 @@ def run_demo(
         os.environ.update(stack.env)  # this process sends through the same Redis and database
         setup_broker()
         context = DemoContext(stack=stack, users=users, log=log, summary=summary)
-        for step in showcases.STEPS:
+        for step in demo_steps():
             log(f"- {step.__doc__}")
             step(context)
         summary.add("processes", healthy_at_end=_healthy(stack.web_url))
@@ -80,6 +80,16 @@ def run_demo(
     # honcho exits 143 (128 + SIGTERM) when it stopped every process on our SIGTERM.
     summary.add("processes", stopped_cleanly=code == 143)
     return summary
+
+
+def demo_steps() -> list[Callable[[DemoContext], None]]:
+    """Every showcase, in order: the workloads, a Celery producer's tasks through the bridge,
+    then the console, whose URL and operator token end the summary."""
+    # Imported here: Celery is in the bench dependency group, which `make demo` installs and a
+    # production install may lack, and `fintask run` imports this module.
+    from app.local.celery_migration import celery_migration
+
+    return [*showcases.WORKLOAD_STEPS, celery_migration, showcases.console]
 
 
 def until_stopped() -> None:

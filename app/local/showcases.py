@@ -374,7 +374,9 @@ def console(context: DemoContext) -> None:
     context.summary.add("console", url=f"{context.stack.web_url}/console", operator_token=token)
 
 
-STEPS: list[Callable[[DemoContext], None]] = [
+#: The workloads' showcases, in order (``app.local.demo`` runs them, then the migration from
+#: Celery, then ``console``, whose URL and token end the summary).
+WORKLOAD_STEPS: list[Callable[[DemoContext], None]] = [
     seed_users,
     ping,
     notifications,
@@ -384,5 +386,4 @@ STEPS: list[Callable[[DemoContext], None]] = [
     maintenance,
     schedule,
     metrics,
-    console,
 ]
