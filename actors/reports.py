@@ -10,8 +10,9 @@ from app.db.models import User
 from app.db.session import new_session, transaction
 from app.house_rules import fintask_actor
 from app.outbox import outbox_sender
-from chunking import ChunkedRun, KeysetEnumerator, start_run
+from chunking import Callback, ChunkedRun, FanIn, KeysetEnumerator, start_run
 from pipelines import reports
+from pipelines.batches import BATCHES
 
 _users = KeysetEnumerator(column=User.id, where=reports.active_users)
 
@@ -24,6 +25,7 @@ weekly_report = ChunkedRun(
     session_factory=new_session,
     declare=fintask_actor,
     send_after_commit=outbox_sender,
+    fan_in=FanIn(BATCHES, on_complete=Callback("weekly_report_done", "fanout")),
     chunk_size=reports.CHUNK_SIZE,
     pause_ms=100,
     target_queue="emails",
@@ -55,3 +57,31 @@ def start_weekly_report(week: str | None = None, tick: str | None = None, **kwar
 def start_report(session: Session, week: str) -> int:
     """Start the report run of ``week`` on commit, once per week; return its id."""
     return start_run(session, weekly_report, params={"week": week}, key=reports.run_key(week))
+
+
+# One grouped count and one row update; a second delivery finds the tally kept and does nothing.
+@fintask_actor(
+    queue_name="fanout",
+    time_limit=60_000,
+    max_age=3 * 86_400_000,
+    max_retries=5,
+    min_backoff=5_000,
+    max_backoff=300_000,
+)
+def weekly_report_done(run_id: int, **kwargs: Any) -> None:
+    """The report's batch is complete: keep its tally on the run and post it, once."""
+    reports.record_tally(run_id)
+
+
+# One HTTP POST (10 s timeout), under its run's idempotency key.
+@fintask_actor(
+    queue_name="notifications",
+    time_limit=30_000,
+    max_age=86_400_000,
+    max_retries=8,
+    min_backoff=5_000,
+    max_backoff=300_000,
+)
+def post_report_tally(run_id: int, **kwargs: Any) -> None:
+    """POST a finished report's tally to the ops webhook."""
+    reports.post_tally(run_id)

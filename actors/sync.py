@@ -8,8 +8,8 @@ from app.db.models import ProviderAccount
 from app.db.session import new_session, transaction
 from app.house_rules import fintask_actor
 from app.outbox import outbox_sender
-from chunking import ChunkedRun, KeysetEnumerator, start_run
-from pipelines import refresh, sync
+from chunking import Callback, ChunkedRun, FanIn, KeysetEnumerator, start_run
+from pipelines import batches, refresh, sync
 from pipelines.steps import PROVIDER_RATE_LIMIT, StepAbandoned
 
 
@@ -42,6 +42,7 @@ account_sync = ChunkedRun(
     session_factory=new_session,
     declare=fintask_actor,
     send_after_commit=outbox_sender,
+    fan_in=FanIn(batches.BATCHES, on_complete=Callback("account_sync_done", "fanout")),
     chunk_size=sync.CHUNK_SIZE,
     pause_ms=200,
     target_queue="sync",
@@ -68,3 +69,32 @@ def start_account_sync(tick: str | None = None, **kwargs: Any) -> None:
     key = sync.run_key(tick) if tick else None
     with transaction() as session:
         start_run(session, account_sync, key=key)
+
+
+# One query and an outbox row per refreshed account, in one transaction.
+@fintask_actor(
+    queue_name="fanout",
+    time_limit=120_000,
+    max_age=6 * 3_600_000,
+    max_retries=5,
+    min_backoff=5_000,
+    max_backoff=300_000,
+)
+def account_sync_done(batch_id: str, **kwargs: Any) -> None:
+    """Every account of a sync is refreshed (or failed): recompute the refreshed ones'
+    insights."""
+    sync.recompute_refreshed(batch_id)
+
+
+# One row read and one Redis script; a message delivered twice counts once (the batch's bit).
+@fintask_actor(
+    queue_name="fanout",
+    time_limit=30_000,
+    max_age=7 * 86_400_000,
+    max_retries=10,
+    min_backoff=1_000,
+    max_backoff=300_000,
+)
+def settle_job_member(job_id: str, **kwargs: Any) -> None:
+    """A job that is a batch member ended: record it in its batch."""
+    batches.settle_job(job_id)

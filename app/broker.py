@@ -17,6 +17,7 @@ from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from app.control_state import ControlWatcher
+from app.dead_letters import failure_reason, kept_reason
 from app.declarations import adopt_declared_actors
 from app.logs import configure_logging
 from app.metrics import count_lock_contention, count_rate_limit_deferral
@@ -41,6 +42,7 @@ from app.settings import (
     load_settings,
 )
 from app.wakeup_broker import WakeupRedisBroker
+from chunking import Batches, BatchMembers
 
 
 def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middleware]:
@@ -50,7 +52,11 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
     - ``UniqueEnqueue`` before Dramatiq's ``AgeLimit``, so every delivery frees its claim,
       even one that ``AgeLimit`` drops.
     - Dramatiq's defaults, with ``DurableRetries`` in place of ``Retries`` (a retry that cannot
-      be enqueued dead-letters its message instead of losing it), and ``CurrentMessage``; in
+      be enqueued dead-letters its message instead of losing it), and right before it
+      ``BatchMembers`` (``chunking.batch_members``): its after-hooks run after ``Retries``'
+      and the age limit's, so it records a member only once the delivery's fate is final
+      (retried: nothing; dead-lettered, expired, revoked: failed; done: succeeded), with the
+      reason redacted as a dead letter's is; then ``CurrentMessage``; in
       worker processes, ``CoalesceShutdownSignals`` (the platform's SIGTERM and the master's
       forwarded copy count as one graceful stop), ``TickGuard`` (a periodic tick runs once even
       if two schedulers sent it) and ``Prometheus``. ``DeadWorkerRecovery`` (a killed worker's
@@ -68,10 +74,17 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
         Guardrails(max_message_bytes=settings.max_message_bytes),
         UniqueEnqueue(client=get_redis),
     ]
-    stack += [
-        DurableRetries() if middleware is Retries else middleware()
-        for middleware in default_middleware
-    ]
+    fleet = None
+    if for_process_type in WORKER_PROCESS_TYPES:
+        fleet = FleetControl(
+            watcher=ControlWatcher(get_redis), client=get_redis, process_type=for_process_type
+        )
+    for middleware in default_middleware:
+        if middleware is Retries:
+            stack.append(_batch_members(fleet))
+            stack.append(DurableRetries())
+        else:
+            stack.append(middleware())
     stack.append(CurrentMessage())
     if for_process_type in WORKER_PROCESS_TYPES:
         stack.append(CoalesceShutdownSignals())
@@ -84,10 +97,7 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
         stack.append(ConsumerRegistry())
     stack.append(DeadWorkerRecovery())
     override = None
-    if for_process_type in WORKER_PROCESS_TYPES:
-        fleet = FleetControl(
-            watcher=ControlWatcher(get_redis), client=get_redis, process_type=for_process_type
-        )
+    if fleet is not None:
         stack.append(fleet)
         override = fleet.rate_limit_override
     stack += [
@@ -100,6 +110,19 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
     if for_process_type in WORKER_PROCESS_TYPES and settings.worker_max_memory_mb:
         stack.append(MemoryLimit(max_memory_mb=settings.worker_max_memory_mb))
     return stack
+
+
+def _batch_members(fleet: FleetControl | None) -> BatchMembers:
+    """The recorder of batch members; a message an operator revoked counts as cancelled."""
+
+    def revoked(message_id: str) -> bool:
+        return fleet is not None and message_id in fleet.watcher.state.revoked
+
+    return BatchMembers(
+        batches=Batches(client=get_redis),
+        revoked=revoked,
+        describe=lambda exception: kept_reason(failure_reason(exception)),
+    )
 
 
 def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker:

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     )
     provider_url: str = Field("http://127.0.0.1:8001", validation_alias="PROVIDER_URL")
     push_url: str = Field("http://127.0.0.1:8002/push", validation_alias="PUSH_URL")
+    #: Where the weekly report's final tally is posted (unset: it is only kept on its run).
+    ops_webhook_url: str | None = Field(None, validation_alias="OPS_WEBHOOK_URL")
     metrics_port_worker: int = Field(9191, ge=1, le=65535, validation_alias="METRICS_PORT_WORKER")
     metrics_port_worker_urgent: int = Field(
         9192, ge=1, le=65535, validation_alias="METRICS_PORT_WORKER_URGENT"
@@ -208,10 +210,10 @@ class Settings(BaseSettings):
             return value
         return check_url(value, schemes={"smtp", "smtps"})
 
-    @field_validator("provider_url", "push_url", mode="before")
+    @field_validator("provider_url", "push_url", "ops_webhook_url", mode="before")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_url(value, schemes={"http", "https"})
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, schemes={"http", "https"})
 
     @field_validator("var_dir", mode="after")
     @classmethod

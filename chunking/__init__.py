@@ -19,12 +19,34 @@ Declare a run once, at import time of the host's actors module::
 then, in a transaction, ``run_id = start_run(session, weekly_report, params={...})``; control
 it with :func:`pause_run`, :func:`resume_run`, :func:`cancel_run`, and read
 :func:`run_progress`. Add :data:`metadata` (table ``chunking_runs``) to the host's Alembic.
+
+Fan-in: a :class:`Batches` store makes batches ("when all of these are done, do that"): see
+:mod:`chunking.batches`; install :class:`BatchMembers` in the broker's middleware, before
+``Retries``; give a run ``fan_in=FanIn(...)`` to fan its members in.
 """
 
 from chunking.after_commit import AfterCommit, EnqueueAfterCommit, SendAfterCommit
+from chunking.batch_members import BatchMembers
+from chunking.batch_progress import BatchProgress, FailedMember, FailureKind
+from chunking.batches import (
+    BatchClosed,
+    Batches,
+    BatchStoreUnavailable,
+    Callback,
+    UnknownBatch,
+    member_kwargs,
+    member_of,
+)
 from chunking.bulk import enqueue_many
 from chunking.chunks import Chunk, chunk_from_json
-from chunking.control import cancel_run, pause_run, resume_run, run_progress, start_run
+from chunking.control import (
+    cancel_run,
+    pause_run,
+    record_summary,
+    resume_run,
+    run_progress,
+    start_run,
+)
 from chunking.depth import DepthSource, RedisQueueDepth, StubQueueDepth, queue_depth_for
 from chunking.enumerators import Batch, Enumerator, Estimator, KeysetEnumerator, SpanEnumerator
 from chunking.jsonvalue import JSONValue
@@ -32,13 +54,19 @@ from chunking.keyset import Keyset
 from chunking.models import ChunkingBase, ChunkRun, RunStatus, metadata
 from chunking.pacing import Backpressure
 from chunking.progress import Progress
-from chunking.run import ChunkContext, ChunkedRun, ChunkOutcome, Processor
+from chunking.run import ChunkContext, ChunkedRun, ChunkOutcome, FanIn, Processor
 from chunking.spans import DateRange, DateTimeRange, IntRange, Span
 
 __all__ = [
     "AfterCommit",
     "Backpressure",
     "Batch",
+    "BatchClosed",
+    "BatchMembers",
+    "BatchProgress",
+    "BatchStoreUnavailable",
+    "Batches",
+    "Callback",
     "Chunk",
     "ChunkContext",
     "ChunkOutcome",
@@ -51,6 +79,9 @@ __all__ = [
     "EnqueueAfterCommit",
     "Enumerator",
     "Estimator",
+    "FailedMember",
+    "FailureKind",
+    "FanIn",
     "IntRange",
     "JSONValue",
     "Keyset",
@@ -63,12 +94,16 @@ __all__ = [
     "Span",
     "SpanEnumerator",
     "StubQueueDepth",
+    "UnknownBatch",
     "cancel_run",
     "chunk_from_json",
     "enqueue_many",
+    "member_kwargs",
+    "member_of",
     "metadata",
     "pause_run",
     "queue_depth_for",
+    "record_summary",
     "resume_run",
     "run_progress",
     "start_run",

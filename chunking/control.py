@@ -34,7 +34,9 @@ def start_run(
     ``params`` (small JSON: ids, ISO dates, short strings) reach the enumerator and processor
     of every chunk. ``chunked_run.estimate``, if any, sets the expected total now. With a
     ``key``, a run that already has it is returned instead, whatever its state: starting the
-    same work twice (a redelivered message, a second click) makes one run. Two concurrent
+    same work twice (a redelivered message, a second click) makes one run. A run with a
+    fan-in gets its batch now (a transaction that then rolls back leaves it empty and open,
+    never filled). Two concurrent
     starts race on the key's unique constraint; the loser's transaction fails and, retried,
     finds the winner's run.
     """
@@ -57,6 +59,8 @@ def start_run(
     )
     session.add(run)
     session.flush()
+    if chunked_run.fan_in is not None:
+        run.batch_id = chunked_run.fan_in.create(chunked_run.name, run.id)
     chunked_run.send_chunk(session, run.id, run.seq)
     return run.id
 
@@ -98,6 +102,18 @@ def resume_run(session: Session, chunked_run: ChunkedRun, run_id: int) -> bool:
     session.flush()
     chunked_run.send_chunk(session, run.id, run.seq)
     return True
+
+
+def record_summary(session: Session, run_id: int, summary: Mapping[str, Any]) -> bool:
+    """Keep ``summary`` (plain JSON) on a run, once: False if the run has one already, so a
+    callback delivered twice records the first one only."""
+    result = session.execute(
+        update(ChunkRun)
+        .where(ChunkRun.id == run_id, ChunkRun.summary.is_(None))
+        .values(summary=_json_params(summary), updated_at=utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    return cast(CursorResult[Any], result).rowcount == 1
 
 
 def run_progress(session: Session, run_id: int) -> Progress | None:

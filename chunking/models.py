@@ -121,3 +121,9 @@ class ChunkRun(ChunkingBase):
     resumed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     processed_at_resume: Mapped[int] = mapped_column(BigInteger, default=0)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    #: The batch that fans the run's members in (``ChunkedRun(fan_in=...)``), if any.
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    #: Members the committed chunks sent: the next chunk's first ordinal in the batch.
+    members: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: What the host recorded when the run's batch completed (``record_summary``), once.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))

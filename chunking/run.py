@@ -19,6 +19,12 @@ the rest, in the spirit of Shopify's job-iteration and Sidekiq's iterable jobs:
   happen twice and must be idempotent: key them by ``(run_id, item)`` or do them in an item
   actor that is. Shutdown needs no hook: a chunk is the unit of interruption.
 - Pacing and backpressure: see :mod:`chunking.pacing`.
+- Fan-in (``fan_in=FanIn(...)``): the run gets a batch (``chunking.batches``) when it starts;
+  every message a chunk enqueues, and every unit of work it numbers with
+  :meth:`ChunkContext.member`, is a member, numbered from the run row's ``members`` in the
+  chunk's transaction, so a chunk redone after a rollback numbers its members again from the
+  same ordinal; the last chunk seals the batch with the run's total, and its callbacks fire
+  when the last member is done, with ``run_id`` among their arguments.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from chunking.after_commit import EnqueueAfterCommit, SendAfterCommit
+from chunking.batches import Batches, Callback, member_kwargs
 from chunking.depth import DepthSource, queue_depth_for
 from chunking.enumerators import Enumerator, Estimator
 from chunking.jsonvalue import JSONValue
@@ -60,9 +67,39 @@ class ChunkOutcome(enum.StrEnum):
     DEFERRED = "deferred"  # the target queue is above its high-water mark: same seq, later
 
 
+@dataclass(frozen=True)
+class FanIn:
+    """A chunked run's batch: its callbacks (each also gets ``run_id``) and where it is kept."""
+
+    batches: Batches
+    on_success: Callback | None = None
+    on_failure: Callback | None = None
+    on_complete: Callback | None = None
+
+    def create(self, name: str, run_id: int) -> str:
+        """Create the batch of run ``run_id``; return its id."""
+        return self.batches.create(
+            name=f"{name}:{run_id}",
+            on_success=_with_run(self.on_success, run_id),
+            on_failure=_with_run(self.on_failure, run_id),
+            on_complete=_with_run(self.on_complete, run_id),
+        )
+
+
+def _with_run(callback: Callback | None, run_id: int) -> Callback | None:
+    if callback is None:
+        return None
+    kwargs = {**callback.kwargs, "run_id": run_id}
+    return Callback(callback.actor_name, callback.queue_name, kwargs, callback.options)
+
+
 @dataclass
 class ChunkContext:
-    """What a processor sees: the chunk's transaction, its run, and a way to send messages."""
+    """What a processor sees: the chunk's transaction, its run, and a way to send messages.
+
+    In a run with a fan-in, every message it enqueues is a member of the run's batch, and
+    :meth:`member` numbers any other unit of work the chunk makes a member.
+    """
 
     session: Session
     run_id: int
@@ -70,10 +107,28 @@ class ChunkContext:
     params: Mapping[str, Any]
     cursor: JSONValue
     outgoing: list[Message[Any]] = field(default_factory=list)
+    batch_id: str | None = None
+    first_ordinal: int = 0
+    members: int = 0
 
     def enqueue(self, *messages: Message[Any]) -> None:
         """Send per-item messages once this chunk commits (in bulk, not one by one)."""
-        self.outgoing.extend(messages)
+        if self.batch_id is None:
+            self.outgoing.extend(messages)
+            return
+        for message in messages:
+            marker = self.member()
+            self.outgoing.append(message.copy(kwargs={**message.kwargs, **(marker or {})}))
+
+    def member(self) -> dict[str, Any] | None:
+        """The keyword argument that makes the next unit of work a member of the run's batch
+        (``batch_member``), or None in a run without a fan-in. Ask only for work that will
+        be sent or reported: a member never reported keeps the batch from completing."""
+        if self.batch_id is None:
+            return None
+        ordinal = self.first_ordinal + self.members
+        self.members += 1
+        return member_kwargs(self.batch_id, ordinal)
 
 
 class Processor(Protocol):
@@ -102,6 +157,7 @@ class ChunkedRun:
     ``high_water`` and ``target_queue`` to hold chunks back while the queue the items go to is
     deeper than the mark; ``queue_depth`` reads that depth (the broker's own by default).
     ``send_after_commit`` defaults to enqueueing right after commit; plug an outbox there.
+    ``fan_in`` gives the run a batch whose callbacks fire once every member is done.
     ``declare`` declares the chunk actor (``dramatiq.actor`` on ``broker`` by default): a host
     with its own actor decorator, or one that builds its broker later, passes that instead.
     """
@@ -128,6 +184,7 @@ class ChunkedRun:
         backpressure_delay_ms: int = 1_000,
         max_backpressure_delay_ms: int = 30_000,
         send_after_commit: SendAfterCommit | None = None,
+        fan_in: FanIn | None = None,
         broker: Broker | None = None,
         declare: DeclareActor | None = None,
         actor_options: Mapping[str, Any] | None = None,
@@ -146,6 +203,7 @@ class ChunkedRun:
         self.max_retries = max_retries
         self.estimate = estimate
         self._send_after_commit = send_after_commit
+        self.fan_in = fan_in
         self.backpressure = None
         if target_queue is not None and high_water is not None:
             self.backpressure = Backpressure(
@@ -262,15 +320,24 @@ class ChunkedRun:
             return ChunkOutcome.DONE
 
         ctx = ChunkContext(
-            session=session, run_id=run_id, seq=seq, params=run.params, cursor=run.cursor
+            session=session,
+            run_id=run_id,
+            seq=seq,
+            params=run.params,
+            cursor=run.cursor,
+            batch_id=run.batch_id,
+            first_ordinal=run.members,
         )
         count = self.processor(ctx, batch.items)
         run.cursor = batch.cursor
         run.processed += len(batch.items) if count is None else count
+        run.members += ctx.members
         self.send_after_commit(session, ctx.outgoing)
         if batch.last:
             self._finish(run)
             return ChunkOutcome.DONE
+        if self.fan_in is not None and run.batch_id is not None and ctx.members:
+            self.fan_in.batches.extend(run.batch_id, run.members)
         self.send_chunk(session, run_id, seq + 1, delay_ms=self._next_delay_ms(len(ctx.outgoing)))
         return ChunkOutcome.ADVANCED
 
@@ -278,10 +345,13 @@ class ChunkedRun:
         backpressure_ms = self.backpressure.delay_ms(adding=adding) if self.backpressure else 0
         return max(self.pause_ms, backpressure_ms) or None
 
-    @staticmethod
-    def _finish(run: ChunkRun) -> None:
+    def _finish(self, run: ChunkRun) -> None:
         run.status = RunStatus.DONE
         run.updated_at = run.finished_at = utcnow()
+        # Sealed before the commit, with the members the committed chunks and this one sent:
+        # a rollback redoes the chunk, which seals again with its own count.
+        if self.fan_in is not None and run.batch_id is not None:
+            self.fan_in.batches.seal(run.batch_id, total=run.members)
 
     def _record_failure(self, run_id: int, seq: int, exc: BaseException) -> None:
         # Count consecutive failures of this chunk on the row itself: the run fails after the

@@ -2,17 +2,19 @@
 
 Only an active job moves. A late, duplicated or retried message that finds its job finished
 changes nothing, so a client never sees a failed job turn running again, and the error of the
-first failure stays the one it reads.
+first failure stays the one it reads. A job that is a batch member (an account sync's)
+reports its end to its batch when it finishes or fails (``pipelines.batches``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, utcnow
 from app.db.session import SessionFactory, new_session
+from pipelines.batches import report_job
 
 MAX_ERROR_CHARS = 1_000
 
@@ -59,7 +61,9 @@ def finish(session: Session, job_id: str, *, details: dict[str, Any] | None = No
     """Mark an active job done at 100 %; False if it had already finished (or failed)."""
     if not advance(session, job_id, status=JobStatus.DONE, progress=DONE, details=details):
         return False
-    session.get_one(Job, job_id).finished_at = utcnow()
+    job = session.get_one(Job, job_id)
+    job.finished_at = utcnow()
+    report_job(session, job)
     return True
 
 
@@ -70,6 +74,9 @@ def fail_locked(job: Job, error: str) -> bool:
     job.status = JobStatus.FAILED.value
     job.error = error[:MAX_ERROR_CHARS]
     job.finished_at = utcnow()
+    session = object_session(job)
+    if session is not None:
+        report_job(session, job)
     return True
 
 

@@ -11,6 +11,7 @@ from app.db.models import ACTIVE_JOB_STATUSES, Job, JobStatus, RawBlob, utcnow
 from app.db.session import SessionFactory, new_session
 from app.outbox import relay
 from app.queues import QueueDepth
+from pipelines.batches import report_job
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +39,21 @@ def purge_raw_blobs(
 def fail_stuck_jobs(*, new_session: SessionFactory = new_session) -> int:
     """Fail every job still active past its deadline, saying so on the job."""
     now = utcnow()
+    stuck = (Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]), Job.deadline_at < now)
     with new_session() as session, session.begin():
+        members = session.scalars(select(Job).where(*stuck, Job.batch_id.is_not(None))).all()
         result = session.execute(
             update(Job)
-            .where(Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]), Job.deadline_at < now)
+            .where(*stuck)
             .values(
                 status=JobStatus.FAILED.value,
                 error="deadline: still unfinished at its deadline (failed by maintenance)",
                 finished_at=now,
             )
+            .execution_options(synchronize_session=False)
         )
+        for job in members:
+            report_job(session, job)
     failed: int = result.rowcount  # type: ignore[attr-defined]
     if failed:
         logger.warning("Failed %d jobs stuck past their deadline", failed)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy import and_, or_, update
 from sqlalchemy.orm import Session
@@ -87,8 +88,13 @@ def notify(
     subject: str,
     body: str,
     urgent: bool = False,
+    member: Callable[[], dict[str, Any] | None] | None = None,
 ) -> int:
-    """Create the notification for ``dedup_key`` once and send it after commit; return its id."""
+    """Create the notification for ``dedup_key`` once and send it after commit; return its id.
+
+    ``member`` (a chunk's ``ChunkContext.member``) makes the delivery a member of a batch; it
+    is asked only when the notification is created, so one that existed is no member.
+    """
     _recipient(channel, session.get_one(User, user_id))  # fail now, not in the worker
     values = {
         "dedup_key": dedup_key,
@@ -109,7 +115,7 @@ def notify(
         enqueue_after_commit(
             session,
             delivery_actor(channel, urgent=urgent),
-            kwargs={"notification_id": notification_id},
+            kwargs={"notification_id": notification_id, **((member and member()) or {})},
         )
     return notification_id
 

@@ -4,21 +4,33 @@ The run walks active users by id (keyset, never OFFSET), ``CHUNK_SIZE`` at a tim
 reads last week's spending of its users in one grouped query and creates one notification per
 user, keyed ``weekly-report:<week>:<user id>``: a chunk that runs twice (a redelivery, a
 resume after a crash) finds its notifications there and sends nothing twice.
+
+The run fans in (``chunking.FanIn``): every e-mail it creates is a member of the run's batch,
+and when the last one is done (sent, expired or dead-lettered) ``record_tally`` keeps the
+week's tally on the run, once, and posts it to ``OPS_WEBHOOK_URL`` through the outbox.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
 
-from app.db.models import ProviderAccount, Transaction, User
+from app.db.models import Notification, NotificationStatus, ProviderAccount, Transaction, User
+from app.db.session import SessionFactory, new_session
 from app.middleware.deadlines import check_deadline
-from chunking import ChunkContext
+from app.outbox import ActorRef, enqueue_after_commit
+from app.senders import HttpSender, Outgoing
+from app.settings import load_settings
+from chunking import ChunkContext, ChunkRun, record_summary
 from pipelines.notifications import Channel, notify
+
+POST_TALLY = ActorRef("post_report_tally", queue_name="notifications")
 
 CHUNK_SIZE = 500
 #: A chunk's two queries and 500 notifications take a second or two; its hard limit is 120 s.
@@ -80,8 +92,58 @@ def send_chunk(ctx: ChunkContext, user_ids: list[int], /) -> int:
                 f"Hi {names.get(user_id, 'there')}, from {start} to {end - dt.timedelta(days=1)} "
                 f"you spent {spent.get(user_id, Decimal('0.00')):.2f}."
             ),
+            member=ctx.member,
         )
     return len(user_ids)
+
+
+def tally(session: Session, week: str) -> dict[str, int]:
+    """The week's report e-mails by outcome: sent, expired, and failed (every other one: out
+    of retries, or dropped past the delivery actor's ``max_age``)."""
+    counts = dict(
+        session.execute(
+            select(Notification.status, func.count())
+            .where(Notification.dedup_key.like(f"weekly-report:{week}:%"))
+            .group_by(Notification.status)
+        ).all()
+    )
+    sent = counts.pop(NotificationStatus.SENT.value, 0)
+    expired = counts.pop(NotificationStatus.EXPIRED.value, 0)
+    return {"sent": sent, "expired": expired, "failed": sum(counts.values())}
+
+
+def record_tally(run_id: int, *, new_session: SessionFactory = new_session) -> bool:
+    """Keep the report's final tally on its run and post it to the ops webhook, once: False
+    if a callback delivered before recorded it already."""
+    with new_session() as session, session.begin():
+        run = session.get(ChunkRun, run_id)
+        if run is None:
+            return False
+        week = str(run.params["week"])
+        if not record_summary(session, run_id, {"week": week, **tally(session, week)}):
+            return False
+        if load_settings().ops_webhook_url:
+            enqueue_after_commit(session, POST_TALLY, kwargs={"run_id": run_id})
+    return True
+
+
+def post_tally(run_id: int, *, new_session: SessionFactory = new_session) -> None:
+    """POST a run's tally to ``OPS_WEBHOOK_URL`` under the idempotency key of its run: a
+    post retried (or relayed twice) is one event for a receiver that honours the key."""
+    url = load_settings().ops_webhook_url
+    with new_session() as session:
+        run = session.get(ChunkRun, run_id)
+        summary = None if run is None else run.summary
+    if not url or summary is None:
+        return
+    HttpSender(url=url).send(
+        Outgoing(
+            dedup_key=f"weekly-report-tally:{run_id}",
+            recipient=url,
+            subject=f"Weekly report {summary['week']}: final tally",
+            body=json.dumps(summary, sort_keys=True),
+        )
+    )
 
 
 def _spending(

@@ -3,6 +3,10 @@ active account, paced so the polling queue stays bounded however many accounts t
 
 Each refresh is the same job the async API starts (``pipelines.refresh``): an account that
 already has an active refresh keeps it, so a chunk that runs twice starts nothing twice.
+
+The run fans in (``chunking.FanIn``): each refresh job is a member of the run's batch (one an
+earlier sync made a member of its own batch stays that batch's), and when every job has ended
+``recompute_refreshed`` asks for the insights of every account whose refresh succeeded.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, select
 
-from app.db.models import AccountStatus, ProviderAccount
+from app.db.models import AccountStatus, Job, JobStatus, ProviderAccount
+from app.db.session import SessionFactory, new_session
 from app.middleware.deadlines import check_deadline
 from chunking import ChunkContext
+from pipelines.batches import attach_job
+from pipelines.insights import request_recalculation
 from pipelines.refresh import request_refresh
 
 CHUNK_SIZE = 200
@@ -42,5 +49,24 @@ def refresh_chunk(ctx: ChunkContext, account_ids: list[int], /) -> int:
     """
     for account_id in account_ids:
         check_deadline()
-        request_refresh(ctx.session, account_id)
+        job, _ = request_refresh(ctx.session, account_id)
+        if job.batch_id is None:
+            attach_job(job, ctx.member())
+    return len(account_ids)
+
+
+def recompute_refreshed(batch_id: str, *, new_session: SessionFactory = new_session) -> int:
+    """Ask for the insights of every account the sync's batch refreshed; how many.
+
+    Delivered twice, it asks twice: the recalculation is debounced per account and rewrites
+    the same rows, so the insights come out the same.
+    """
+    with new_session() as session, session.begin():
+        account_ids = session.scalars(
+            select(Job.account_id)
+            .where(Job.batch_id == batch_id, Job.status == JobStatus.DONE.value)
+            .distinct()
+        ).all()
+        for account_id in account_ids:
+            request_recalculation(session, account_id)
     return len(account_ids)

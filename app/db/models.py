@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
     ForeignKey,
     Index,
@@ -193,6 +194,10 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp(), default=utcnow, onupdate=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    #: The batch this job is a member of (an account sync's), and its ordinal there: when the
+    #: job finishes, that member is done (``pipelines.batches.report_job``).
+    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    batch_ordinal: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class FraudVerdict(enum.StrEnum):

@@ -13,6 +13,9 @@ from app.local.seed import seed
 from chunking import ChunkRun, RunStatus
 from tests.support.stub_workers import run_until_idle
 
+# The runs fan in through a batch kept in Redis (chunking.batches).
+pytestmark = pytest.mark.usefixtures("redis_env")
+
 TICK = "2026-11-24T06:00:00+00:00"
 
 

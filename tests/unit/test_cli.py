@@ -102,7 +102,7 @@ def _snapshots(run_id: int, total: int, done_at_poll: int) -> list[Progress]:
 
 
 def test_waiting_for_a_report_run_prints_done_total_rate_and_eta_every_few_seconds(
-    database, stub_broker, monkeypatch
+    database, stub_broker, monkeypatch, redis_env
 ):
     # Given a run polled every 0.5 s for 12 s (24 polls) before it is done,
     snapshots = iter(_snapshots(1, total=200, done_at_poll=24))
@@ -123,7 +123,9 @@ def test_waiting_for_a_report_run_prints_done_total_rate_and_eta_every_few_secon
     ]
 
 
-def test_a_waited_run_that_stops_unfinished_is_an_error(database, stub_broker, monkeypatch):
+def test_a_waited_run_that_stops_unfinished_is_an_error(
+    database, stub_broker, monkeypatch, redis_env
+):
     paused = dataclasses.replace(_snapshots(1, total=200, done_at_poll=2)[-1], status="paused")
     monkeypatch.setattr(runs, "run_progress", lambda session, run_id: paused)
 
@@ -136,7 +138,9 @@ def test_a_waited_run_that_stops_unfinished_is_an_error(database, stub_broker, m
     ]
 
 
-def test_waiting_as_json_prints_only_the_runs_final_progress(database, stub_broker, monkeypatch):
+def test_waiting_as_json_prints_only_the_runs_final_progress(
+    database, stub_broker, monkeypatch, redis_env
+):
     snapshots = _snapshots(1, total=200, done_at_poll=24)
     monkeypatch.setattr(runs, "run_progress", lambda session, run_id: snapshots.pop(0))
     monkeypatch.setattr(runs, "time", FakeClock())
@@ -155,7 +159,7 @@ def test_waiting_as_json_prints_only_the_runs_final_progress(database, stub_brok
 
 
 def test_a_waited_run_that_stops_unfinished_prints_its_progress_then_the_same_error(
-    database, stub_broker, monkeypatch
+    database, stub_broker, monkeypatch, redis_env
 ):
     paused = dataclasses.replace(_snapshots(1, total=200, done_at_poll=2)[-1], status="paused")
     monkeypatch.setattr(runs, "run_progress", lambda session, run_id: paused)

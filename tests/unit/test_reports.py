@@ -19,6 +19,9 @@ from chunking import ChunkRun, RunStatus
 from pipelines import reports
 from tests.support.stub_workers import run_until_idle
 
+# The runs fan in through a batch kept in Redis (chunking.batches).
+pytestmark = pytest.mark.usefixtures("redis_env")
+
 WEEK = "2026-W47"
 
 
