@@ -10,6 +10,7 @@ from app.db.models import User
 from app.db.session import new_session, transaction
 from app.house_rules import fintask_actor
 from app.outbox import outbox_sender
+from app.queues import pending_messages
 from chunking import Callback, ChunkedRun, FanIn, KeysetEnumerator, start_run
 from pipelines import reports
 from pipelines.batches import BATCHES
@@ -29,6 +30,7 @@ weekly_report = ChunkedRun(
     chunk_size=reports.CHUNK_SIZE,
     pause_ms=100,
     target_queue="emails",
+    queue_depth=pending_messages,
     high_water=reports.EMAIL_HIGH_WATER,
     time_limit=120_000,
     actor_options={"soft_time_limit_ms": reports.CHUNK_SOFT_TIME_LIMIT_MS},

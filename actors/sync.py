@@ -8,6 +8,7 @@ from app.db.models import ProviderAccount
 from app.db.session import new_session, transaction
 from app.house_rules import fintask_actor
 from app.outbox import outbox_sender
+from app.queues import pending_messages
 from chunking import Callback, ChunkedRun, FanIn, KeysetEnumerator, start_run
 from pipelines import batches, refresh, sync
 from pipelines.steps import PROVIDER_RATE_LIMIT, StepAbandoned
@@ -46,6 +47,7 @@ account_sync = ChunkedRun(
     chunk_size=sync.CHUNK_SIZE,
     pause_ms=200,
     target_queue="sync",
+    queue_depth=pending_messages,
     high_water=sync.POLL_HIGH_WATER,
     time_limit=120_000,
     actor_options={"soft_time_limit_ms": sync.CHUNK_SOFT_TIME_LIMIT_MS},

@@ -32,6 +32,7 @@ from app.middleware.recovery import DeadWorkerRecovery
 from app.middleware.retries import DurableRetries
 from app.middleware.shutdown_signals import CoalesceShutdownSignals
 from app.middleware.ticks import TickGuard
+from app.rabbitmq import FintaskRabbitmqBroker, check_connection
 from app.redis_client import get_redis
 from app.sentry import init_sentry
 from app.settings import (
@@ -77,7 +78,10 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
     fleet = None
     if for_process_type in WORKER_PROCESS_TYPES:
         fleet = FleetControl(
-            watcher=ControlWatcher(get_redis), client=get_redis, process_type=for_process_type
+            watcher=ControlWatcher(get_redis),
+            client=get_redis,
+            process_type=for_process_type,
+            host=settings.hostname,
         )
     for middleware in default_middleware:
         if middleware is Retries:
@@ -126,10 +130,13 @@ def _batch_members(fleet: FleetControl | None) -> BatchMembers:
 
 
 def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker:
-    """A broker for ``settings``: Redis, or Dramatiq's in-process stub for unit tests.
+    """A broker for ``settings``: Redis, RabbitMQ (``BROKER_URL=amqp://...``, with Redis still
+    at ``REDIS_URL`` for everything but the messages), or Dramatiq's in-process stub for unit
+    tests.
 
     A worker process type does not start without ``BLOB_KEYS``: its ETL steps could neither
-    keep nor read a raw blob.
+    keep nor read a raw blob. Nor does any process start on a RabbitMQ that does not answer or
+    refuses its credentials: one line names ``BROKER_URL`` and the cause.
     """
     if for_process_type in WORKER_PROCESS_TYPES:
         settings.blob_keyring()
@@ -141,13 +148,19 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
             "REDIS_URL is not set: run through `fintask run`, which starts a private Redis, "
             "or point REDIS_URL at your Redis (redis://HOST:PORT/DB)"
         )
-    # Dramatiq's Redis broker, with consumers that block for a wake-up instead of polling,
-    # and fetch nothing from a queue an operator paused.
+    # Consumers fetch nothing from a queue an operator paused.
     fleet = next((m for m in middleware if isinstance(m, FleetControl)), None)
+    paused = fleet.is_paused if fleet is not None else None
+    if settings.rabbitmq_url is not None:
+        check_connection(settings.rabbitmq_url)
+        return FintaskRabbitmqBroker(
+            url=settings.rabbitmq_url, middleware=middleware, paused=paused
+        )
+    # Dramatiq's Redis broker, with consumers that block for a wake-up instead of polling.
     return WakeupRedisBroker(
         url=settings.redis_url,
         middleware=middleware,
-        paused=fleet.is_paused if fleet is not None else None,
+        paused=paused,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         maintenance_chance=settings.maintenance_chance_per_million,
     )

@@ -21,8 +21,10 @@ from dramatiq.common import current_millis
 from sqlalchemy import Connection, func, inspect, select
 from sqlalchemy.orm import Session
 
+from app.broker_features import rabbitmq_broker, require_redis_broker
 from app.db.models import Job, JobStatus
 from app.dead_letters import reason_key
+from app.middleware.fleet import SEEN_KEY, live_key
 from app.middleware.metrics import CONSUMERS_KEY, DUE_AT_OPTION, due_at_ms, heartbeats_key
 from app.queues import queue_depths
 from app.redaction import redact, redact_data
@@ -71,7 +73,8 @@ class QueueStats:
     ready: int
     delayed: int
     dead: int
-    oldest_age_s: float
+    #: None on RabbitMQ, which shows no message before a consumer takes it.
+    oldest_age_s: float | None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,15 +82,24 @@ class QueueStats:
             "ready": self.ready,
             "delayed": self.delayed,
             "dead": self.dead,
-            "oldest_age_s": round(self.oldest_age_s, 3),
+            "oldest_age_s": None if self.oldest_age_s is None else round(self.oldest_age_s, 3),
         }
 
 
 def queue_stats(
     client: redis.Redis, queue_names: Iterable[str], *, now_ms: int | None = None
 ) -> list[QueueStats]:
-    """Depth by state and the age of the oldest ready message (0 when none) of each queue."""
+    """Depth by state and the age of the oldest ready message (0 when none) of each queue.
+
+    On RabbitMQ the depths are RabbitMQ's and the age is None: it shows no message it has not
+    handed to a consumer.
+    """
     names = list(queue_names)
+    if rabbitmq_broker() is not None:
+        return [
+            QueueStats(d.queue_name, d.ready, d.delayed, d.dead, None)
+            for d in queue_depths(client, names)
+        ]
     now_ms = current_millis() if now_ms is None else now_ms
     head = client.register_script(_HEAD)
     pipe = client.pipeline(transaction=False)
@@ -111,8 +123,15 @@ def consumers_alive(
 ) -> int:
     """Worker processes whose broker heartbeat is younger than ``heartbeat_timeout_ms``.
 
-    Producers heartbeat too, so only ids that ``ConsumerRegistry`` recorded count.
+    Producers heartbeat too, so only ids that ``ConsumerRegistry`` recorded count. RabbitMQ's
+    consumers have no such heartbeat: there the workers with a live record count.
     """
+    if rabbitmq_broker() is not None:
+        seen = cast(list[bytes], client.zrange(SEEN_KEY, 0, -1))
+        pipe = client.pipeline(transaction=False)
+        for worker_id in seen:
+            pipe.exists(live_key(as_text(worker_id)))
+        return sum(int(n) for n in pipe.execute())
     now_ms = current_millis() if now_ms is None else now_ms
     ids = client.zrangebyscore(heartbeats_key(NAMESPACE), now_ms - heartbeat_timeout_ms, "+inf")
     if not ids:
@@ -176,6 +195,7 @@ def list_dead_letters(
     client: redis.Redis, queue_names: Iterable[str], *, limit: int = 100
 ) -> list[DeadLetter]:
     """The ``limit`` oldest dead letters of the queues, oldest first."""
+    require_redis_broker("the dead-letter list")
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:
@@ -207,6 +227,7 @@ def find_dead_letter(
     queue, which Dramatiq keeps for seven days at most: callers holding a Redis id (a page's
     selected rows) pass ``by_message_id=False`` and skip that read.
     """
+    require_redis_broker("the dead-letter list")
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:
@@ -264,6 +285,7 @@ def requeue_all(
     client: redis.Redis, queue_names: Iterable[str], *, now_ms: int | None = None
 ) -> dict[str, int]:
     """Requeue every dead letter of the queues; count the outcomes."""
+    require_redis_broker("the dead-letter list")
     outcomes = dict.fromkeys(("requeued", "missing", "already_queued", "changed"), 0)
     for name in queue_names:
         redis_ids = cast(list[bytes], client.zrange(dead_letters_key(name), 0, -1))
@@ -286,6 +308,7 @@ def delete_dead_letter(client: redis.Redis, queue_name: str, redis_id: str) -> b
 
 def dead_letter_counts(client: redis.Redis, queue_names: Iterable[str]) -> dict[str, int]:
     """How many dead letters each queue holds."""
+    require_redis_broker("the dead-letter list")
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:
@@ -299,6 +322,7 @@ def purge_dead_letters(client: redis.Redis, queue_names: Iterable[str]) -> dict[
     Their reasons go too; the reason of one dead-lettered while this runs outlives it until its
     own expiry.
     """
+    require_redis_broker("the dead-letter list")
     names = list(queue_names)
     pipe = client.pipeline(transaction=False)
     for name in names:

@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import re
+import socket
 import sys
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -54,6 +55,12 @@ CONFIGURATION_ERROR_EXIT = 4
 #: The file under the var dir where a running ``fintask run`` keeps its pid and the URLs it chose
 #: (``app.local.run_file`` writes it; ``running_stack`` reads it).
 RUN_FILE_NAME = "run.json"
+
+#: The ``BROKER_URL`` schemes of RabbitMQ (``amqps``: over TLS, as Amazon MQ requires).
+RABBITMQ_SCHEMES = ("amqp://", "amqps://")
+
+#: A host name as ``FINTASK_HOSTNAME`` may give it (RFC 1123 labels, with ``_`` tolerated).
+_HOSTNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
 
 #: The pydantic error type of fintask's own checks, whose message is already the reason.
 _SETTING_ERROR = "setting"
@@ -112,11 +119,16 @@ class Settings(BaseSettings):
     )
 
     redis_url_secret: SecretStr | None = Field(None, validation_alias="REDIS_URL")
-    broker_url: str | None = Field(None, validation_alias="BROKER_URL")
+    #: ``stub://`` (unit tests) or ``amqp[s]://USER:PASSWORD@HOST:PORT/VHOST`` (RabbitMQ); unset:
+    #: Redis, at ``REDIS_URL``, which every broker needs for the control plane.
+    broker_url_secret: SecretStr | None = Field(None, validation_alias="BROKER_URL")
     database_url_secret: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     var_dir: Path = Field(PROJECT_ROOT / "var", validation_alias="FINTASK_VAR_DIR")
     #: The Procfile process type, set by ``fintask process TYPE`` (``cli`` outside the Procfile).
     process_type: str = Field("cli", validation_alias="FINTASK_PROCESS_TYPE")
+    #: The host a worker's record names (``app.middleware.fleet``): the machine's name, as a
+    #: container's is its own; set it where several hosts would share one name.
+    hostname: str = Field(default_factory=socket.gethostname, validation_alias="FINTASK_HOSTNAME")
     sentry_dsn_secret: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
     sentry_environment: str = Field("development", validation_alias="SENTRY_ENVIRONMENT")
     smtp_url_secret: SecretStr = Field(
@@ -188,10 +200,17 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         return None if value is None else check_redis_url(value)
 
-    @field_validator("broker_url", mode="before")
+    @field_validator("broker_url_secret", mode="before")
     @classmethod
     def _broker_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value, schemes={"stub"}, hostless={"stub"})
+        return None if value is None else check_broker_url(value)
+
+    @field_validator("hostname", mode="after")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not _HOSTNAME.fullmatch(value):
+            raise _invalid("expected a host name: letters, digits, '.', '-' and '_', at most 253")
+        return value
 
     @field_validator("database_url_secret", mode="before")
     @classmethod
@@ -229,6 +248,18 @@ class Settings(BaseSettings):
     def redis_url(self) -> str | None:
         """``REDIS_URL`` in clear, for the clients that connect with it; never log it."""
         return _reveal(self.redis_url_secret)
+
+    @property
+    def broker_url(self) -> str | None:
+        """``BROKER_URL`` in clear, for the broker that connects with it; never log it."""
+        return _reveal(self.broker_url_secret)
+
+    @property
+    def rabbitmq_url(self) -> str | None:
+        """``BROKER_URL`` in clear if it names RabbitMQ (the messages go there, the rest of
+        fintask's state stays on Redis), else None."""
+        url = self.broker_url
+        return url if url is not None and url.startswith(RABBITMQ_SCHEMES) else None
 
     @property
     def database_url(self) -> str:
@@ -448,6 +479,16 @@ def check_redis_url(value: str) -> str:
         raise _invalid("the URL names no socket path (unix:///PATH?db=DB)")
     if database and not database.isdigit():
         raise _invalid("the database must be a whole number (redis://HOST:PORT/DB or ?db=DB)")
+    return value
+
+
+def check_broker_url(value: str) -> str:
+    """``stub://``, or a RabbitMQ URL pika connects with (``amqp[s]://USER:PASSWORD@HOST:PORT/VHOST``).
+
+    Whether RabbitMQ answers, and takes the credentials, is checked when the broker is built
+    (``app.rabbitmq.check_connection``).
+    """
+    _split_url(value, schemes={"stub", "amqp", "amqps"}, hostless={"stub"})
     return value
 
 

@@ -25,6 +25,7 @@ from app.broker import setup_broker
 from app.local.redis_server import RedisServer
 from app.redis_client import get_redis
 from tests.support.postgres import PostgresServer
+from tests.support.rabbitmq import RabbitmqServer
 
 # The raw blobs' key of this session, for its flows and the processes its tests start.
 os.environ["BLOB_KEYS"] = new_key_entry("test")
@@ -65,6 +66,13 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitmqServer]:
+    """A RabbitMQ node this test session started (it boots in seconds: one for the session)."""
+    with RabbitmqServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

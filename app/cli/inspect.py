@@ -8,6 +8,7 @@ import click
 
 import actors  # noqa: F401  (declares every actor, and so every queue)
 from app.broker import setup_broker
+from app.broker_features import rabbitmq_broker
 from app.cli.common import (
     JSON_OPTION,
     acting_operator,
@@ -68,12 +69,15 @@ def queues(ctx: click.Context, as_json: bool) -> None:
         print_json({"items": listed, "next_cursor": None, "consumers_alive": alive})
         return
     rows = [
-        (q.queue_name, q.ready, q.delayed, q.dead, f"{q.oldest_age_s:.1f}s",
+        (q.queue_name, q.ready, q.delayed, q.dead,
+         "—" if q.oldest_age_s is None else f"{q.oldest_age_s:.1f}s",
          "paused" if q.queue_name in paused else "")
         for q in stats
     ]  # fmt: skip
     click.echo(table(("QUEUE", "READY", "DELAYED", "DEAD", "OLDEST", ""), *rows))
     click.echo(f"consumers alive: {alive}")
+    if rabbitmq_broker() is not None:
+        click.echo("on RabbitMQ, READY and DELAYED leave out the messages workers hold")
 
 
 @queues.command("pause")

@@ -1,5 +1,6 @@
-"""What the ``fintask`` command says when Redis or the database does not answer: one line
-saying what to do, never a traceback, and never a password: the lines quote the driver's own
+"""What the ``fintask`` command says when Redis or the database does not answer, or a feature
+needs Dramatiq's Redis broker and the broker is RabbitMQ: one line saying what to do, never a
+traceback, and never a password: the lines quote the driver's own
 error, which names the host and the user but not the URL.
 
 An operator meets these on a new deploy (a database older than the code) or in an outage, and a
@@ -13,13 +14,15 @@ from __future__ import annotations
 import redis
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from app.broker_features import RedisBrokerOnly
+
 #: PostgreSQL's SQLSTATE for a table that does not exist (SQLite says "no such table").
 _UNDEFINED_TABLE = "42P01"
 
 
 def outage_line(error: BaseException) -> str | None:
     """The line to end the command with if ``error`` is Redis or the database not answering
-    (or a database not migrated), else None."""
+    (or a database not migrated) or a Redis-only feature asked for on RabbitMQ, else None."""
     if isinstance(error, redis.AuthenticationError):
         # A ConnectionError too, but "is it running?" would send the operator the wrong way.
         return (
@@ -31,6 +34,8 @@ def outage_line(error: BaseException) -> str | None:
             f"Redis did not answer ({error}): is it running? `fintask run` starts one (and a "
             "second shell finds it); else set REDIS_URL"
         )
+    if isinstance(error, RedisBrokerOnly):
+        return str(error)
     if isinstance(error, OperationalError | ProgrammingError):
         return _database_line(error)
     return None

@@ -18,6 +18,7 @@ from dramatiq import Broker
 from sqlalchemy.orm import Session
 
 from app import control_state, schedule_control
+from app.broker_features import require_redis_broker
 from app.control import audit, moves
 from app.control.cancel import Cancelled, cancel_matching, cancel_message
 from app.control.stored import Found, State, Stored, as_text, locate
@@ -25,6 +26,7 @@ from app.control_state import AbortMode
 from app.inspection import DeadLetter, delete_dead_letter, find_dead_letter, requeue_dead_letter
 from app.middleware.rate_limits import parse_rate
 from app.queues import canonical_queue_names
+from app.rabbitmq import FintaskRabbitmqBroker
 from app.timestamps import rfc3339
 from chunking import ChunkedRun, cancel_run, pause_run, resume_run
 from chunking.redis_keys import messages_key, queue_key
@@ -151,10 +153,14 @@ class Operator:
 
     def purge_queue(self, queue_name: str) -> int:
         """Delete every ready message of ``queue_name``; how many. Delayed messages, messages
-        workers hold and dead letters are kept."""
+        workers hold and dead letters are kept (on RabbitMQ too: its purge takes only what
+        waits for a consumer)."""
         check_queue(self.broker, queue_name)
-        script = self.client.register_script(_PURGE)
-        purged = int(script(keys=[queue_key(queue_name), messages_key(queue_name)]))
+        if isinstance(self.broker, FintaskRabbitmqBroker):
+            purged = self.broker.purge_ready(queue_name)
+        else:
+            script = self.client.register_script(_PURGE)
+            purged = int(script(keys=[queue_key(queue_name), messages_key(queue_name)]))
         self._audit("queue.purge", queue_name, count=purged)
         return purged
 
@@ -264,6 +270,7 @@ class Operator:
         the answer says so (``MessageMoved.released``). A message a worker fetched from its
         ready queue (prefetched or running) is refused: it runs now already.
         """
+        require_redis_broker("running a delayed message now")
         found = locate(self.client, queue_names(self.broker), message_id)
         if found is None:
             raise UnknownTarget(f"no message {message_id} is in any queue of fintask")

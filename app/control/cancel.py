@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis
 from dramatiq.common import current_millis
 
+from app.broker_features import require_redis_broker
 from app.control.stored import (
     SCAN_SLICE,
     Place,
@@ -71,6 +72,7 @@ def cancel_message(
     a message has no message id to revoke, only its removal. Finding it by message id costs
     what ``stored.locate`` says.
     """
+    require_redis_broker("cancelling a message")
     found = locate(client, list(queue_names), message_id, by_message_id=by_message_id)
     if found is None:
         return Cancelled(message_id, None, removed=False, revoked=False)
@@ -102,6 +104,7 @@ def cancel_matching(
     moves against the reading (a worker returning what it prefetched) can still be missed, and
     a second run finds it. A retry waiting beside its running original counts twice.
     """
+    require_redis_broker("cancelling an actor's messages")
 
     def wanted(stored: Stored) -> bool:
         return stored.matches(actor_name, arguments)

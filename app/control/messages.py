@@ -20,6 +20,7 @@ from typing import Any, cast
 import redis
 from dramatiq.common import current_millis
 
+from app.broker_features import require_redis_broker
 from app.control.masking import MaskPolicy, shape
 from app.control.stored import (
     SCAN_SLICE,
@@ -223,6 +224,7 @@ def list_messages(
     hiding a match. A message whose payload went meanwhile (it was acknowledged) is left out.
     Ages count from ``now_ms`` (now).
     """
+    require_redis_broker("browsing a queue's messages")
     if state not in STATES:
         raise ValueError(f"state {state!r} is not one of {', '.join(STATES)}")
     if limit < 1:
@@ -255,6 +257,7 @@ def find_message(
 ) -> MessageView | None:
     """The message with this Redis id or message id, in whichever queue and state it is; None
     when no queue holds it. Finding it by message id costs what ``stored.locate`` says."""
+    require_redis_broker("finding a message by id")
     found = locate(client, list(queue_names), message_id)
     return None if found is None else MessageView.of(found, policy)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from app.broker_features import require_redis_broker
 from app.control.stored import held_counts, read_slice
 from app.control_state import read_state
 from app.inspection import queue_stats
@@ -55,6 +56,7 @@ class QueueCounts:
 
 def queue_counts(client: redis.Redis, queue_names: Iterable[str]) -> list[QueueCounts]:
     """The counts of each of ``queue_names``, in their order."""
+    require_redis_broker("counting messages by state (delayed, retrying, held)")
     names = list(queue_names)
     paused = read_state(client).paused
     holding = held_counts(client, names)
@@ -70,7 +72,7 @@ def queue_counts(client: redis.Redis, queue_names: Iterable[str]) -> list[QueueC
                 in_delay_list=stats.delayed,
                 held=holding[stats.queue_name],
                 dead=stats.dead,
-                oldest_age_s=stats.oldest_age_s,
+                oldest_age_s=stats.oldest_age_s or 0.0,  # None on RabbitMQ, refused above
                 paused=stats.queue_name in paused,
             )
         )

@@ -101,6 +101,7 @@ class FleetControl(Middleware):
       watcher: the process's ``ControlWatcher``, shared with the rate limits and the consumers.
       client: a function returning the Redis client the records are written with.
       process_type: the Procfile process type, shown in the record.
+      host: the host the record names (``FINTASK_HOSTNAME``; the machine's name by default).
       record_interval_s: how often the record is published.
       tally: the counts per minute flushed with the record (``app.minute_counts``); this
         middleware adds each queue's ``done`` and ``failed`` messages to ``queue:<name>``.
@@ -112,6 +113,7 @@ class FleetControl(Middleware):
         watcher: ControlWatcher,
         client: Callable[[], redis.Redis],
         process_type: str,
+        host: str | None = None,
         record_interval_s: float = RECORD_INTERVAL_S,
         tally: MinuteTally = TALLY,
     ) -> None:
@@ -119,6 +121,7 @@ class FleetControl(Middleware):
         self.watcher = watcher
         self.client = client
         self.process_type = process_type
+        self.host = host or socket.gethostname()
         self.record_interval_s = record_interval_s
         self.tally = tally
         self.processed = 0
@@ -143,7 +146,7 @@ class FleetControl(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._worker = worker
-        self._worker_id = str(getattr(broker, "broker_id", os.getpid()))
+        self._worker_id = worker_id(broker, self.host)
         self._booted_at_ms = current_millis()
         self._stopped.clear()
         self.watcher.start()
@@ -219,7 +222,7 @@ class FleetControl(Middleware):
             processed, failed = self.processed, self.failed
         return {
             "worker_id": self._worker_id,
-            "host": socket.gethostname(),
+            "host": self.host,
             "pid": os.getpid(),
             "process_type": self.process_type,
             "queues": sorted({q_name(q) for q in worker.consumers}) if worker is not None else [],
@@ -318,6 +321,14 @@ def release_delayed(
         if released:
             heapq.heapify(heap)
     return released
+
+
+def worker_id(broker: Broker, host: str) -> str:
+    """The id of this worker process's record: a Redis broker's ``broker_id`` (its ack sets are
+    named for it, so a gone worker's are found by it), else ``host:pid``, unique across hosts
+    whose pids coincide (every container's first process is pid 1)."""
+    broker_id = getattr(broker, "broker_id", None)
+    return str(broker_id) if broker_id is not None else f"{host}:{os.getpid()}"
 
 
 def queue_series(queue_name: str) -> str:

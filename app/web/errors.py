@@ -27,6 +27,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from app.broker_features import RedisBrokerOnly
+
 #: Seconds a client is told to wait before trying again.
 RETRY_AFTER_S = 30
 
@@ -52,6 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, database_unavailable)
     app.add_exception_handler(redis.ConnectionError, redis_unavailable)
     app.add_exception_handler(redis.TimeoutError, redis_unavailable)
+    app.add_exception_handler(RedisBrokerOnly, redis_broker_only)
 
 
 def problem_detail(answer: Response) -> str:
@@ -114,6 +117,11 @@ async def database_unavailable(request: Request, error: Exception) -> JSONRespon
         f"the database is unavailable ({type(error).__name__}); try again shortly",
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+async def redis_broker_only(request: Request, error: Exception) -> JSONResponse:
+    """409: the feature reads Dramatiq's Redis queue keys, and the broker is RabbitMQ."""
+    return problem(409, str(error))
 
 
 async def redis_unavailable(request: Request, error: Exception) -> JSONResponse:

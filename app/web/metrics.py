@@ -83,7 +83,8 @@ def _broker_families() -> list[GaugeMetricFamily]:
     for queue in stats:
         for state in ("ready", "delayed", "dead"):
             depth.add_metric([queue.queue_name, state], getattr(queue, state))
-        oldest.add_metric([queue.queue_name], queue.oldest_age_s)
+        if queue.oldest_age_s is not None:  # RabbitMQ does not tell it
+            oldest.add_metric([queue.queue_name], queue.oldest_age_s)
     consumers = GaugeMetricFamily(
         "fintask_consumers_alive",
         "Worker processes whose broker heartbeat is younger than HEARTBEAT_TIMEOUT_MS.",

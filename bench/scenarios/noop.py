@@ -36,6 +36,7 @@ from bench.systems import (
     RedisCost,
     System,
     Workers,
+    purge,
     wait_until_count,
 )
 from bench.systems.families import FAMILIES, TAX_SHAPE, tax_grid
@@ -179,6 +180,7 @@ def drain(bench: Bench, system: System, messages: int, scenario: str, window_s: 
     or ``window_s`` after the first start; the rates, the delay and the costs. Redis is flushed
     before and after."""
     bench.flush()
+    purge(system.kind, queue_of(system))
     client = bench.client()
     sender = Sender(system, bench.redis_url)
     note_producer(bench, scenario, system, sender)
@@ -210,6 +212,7 @@ def drain(bench: Bench, system: System, messages: int, scenario: str, window_s: 
     # What the window left undrained must not reach the next workers on this queue (latency's,
     # after a drain at a default setting): they would run it and record its old stamps.
     bench.flush()
+    purge(system.kind, queue)
     client.close()
     if len(times) < 2:
         raise RuntimeError(f"{system.name}: only {len(times)} of {messages} no-op messages ran")

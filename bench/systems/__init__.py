@@ -23,6 +23,7 @@ from bench.systems.brokers import (
     dramatiq_broker,
     huey_app,
     producer_broker,
+    purge,
     taskiq_broker,
     worker_broker,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "dramatiq_broker",
     "huey_app",
     "producer_broker",
+    "purge",
     "queue_depth",
     "taskiq_broker",
     "wait_until_count",

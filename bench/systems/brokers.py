@@ -21,7 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import default_middleware
 
-from bench.systems.system import DRAMATIQ_KINDS, SYSTEM_VARIABLE
+from bench.systems.system import DRAMATIQ_KINDS, RABBITMQ_VARIABLE, SYSTEM_VARIABLE
 from bench.work import REDIS_VARIABLE
 
 
@@ -29,6 +29,7 @@ def dramatiq_broker(kind: str, redis_url: str, *, process_type: str) -> Broker:
     """The broker of Dramatiq kind ``kind`` for a process of ``process_type`` ("worker", or
     "cli" for a producer), with its middleware."""
     from app.broker import middleware_stack
+    from app.rabbitmq import FintaskRabbitmqBroker
     from app.settings import load_settings
     from app.wakeup_broker import WakeupRedisBroker
 
@@ -41,6 +42,8 @@ def dramatiq_broker(kind: str, redis_url: str, *, process_type: str) -> Broker:
     )
     if consumer == "redis":
         return RedisBroker(url=redis_url, middleware=middleware)
+    if consumer == "rabbitmq":
+        return FintaskRabbitmqBroker(url=os.environ[RABBITMQ_VARIABLE], middleware=middleware)
     return WakeupRedisBroker(
         url=redis_url,
         middleware=middleware,
@@ -56,7 +59,7 @@ def worker_broker() -> Broker:
     fintask's stack gets the same process set-up (JSON encoder, logging) around its broker.
     """
     kind = os.environ[SYSTEM_VARIABLE]
-    if kind == "fintask":
+    if kind in ("fintask", "fintask-rabbitmq"):  # the latter's BROKER_URL names RabbitMQ
         from app.broker import setup_broker
 
         return setup_broker()
@@ -77,6 +80,20 @@ def producer_broker(kind: str, redis_url: str) -> Broker:
     gets its full enqueue-side stack, so guardrails and metrics cost what they cost in the app.
     """
     return dramatiq_broker(kind, redis_url, process_type="cli")
+
+
+def purge(kind: str, queue: str) -> None:
+    """Empty ``queue`` (and its delay and dead-letter queues) where ``kind`` keeps it outside
+    the benchmark's Redis, which ``Bench.flush`` empties: on RabbitMQ, so that what a window
+    left undrained never reaches the next workers of the queue."""
+    if DRAMATIQ_KINDS.get(kind, ("", ""))[0] != "rabbitmq":
+        return
+    from app.rabbitmq import FintaskRabbitmqBroker
+
+    broker = FintaskRabbitmqBroker(url=os.environ[RABBITMQ_VARIABLE], middleware=[])
+    broker.declare_queue(queue, ensure=True)
+    broker.flush(queue)
+    broker.close()
 
 
 def celery_app(name: str, redis_url: str | None = None, **conf: Any) -> Celery:

@@ -16,10 +16,11 @@ family and its knobs, so every setting's samples stay apart in the report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from bench.systems.system import System
+from bench.systems.system import RABBITMQ_VARIABLE, System
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,16 @@ RQ = Family(
         "RQ", (System("RQ", "rq", n, pool=pool) for pool in ("simple", "fork") for n in (2, 4, 8))
     ),
 )
-FAMILIES = (FINTASK, DRAMATIQ, CELERY, TASKIQ, HUEY, ARQ, RQ)
+#: fintask on RabbitMQ (``BENCH_RABBITMQ_URL``): the same grid as fintask's on Redis.
+FINTASK_RABBITMQ = Family(
+    "fintask on RabbitMQ",
+    dramatiq_grid("fintask on RabbitMQ", "fintask-rabbitmq", [(2, 8)], (16, 32)),
+    dramatiq_grid("fintask on RabbitMQ", "fintask-rabbitmq", FULL_SHAPES, (8, 16, 32, 64)),
+)
+#: Every family a run compares; fintask on RabbitMQ only when the run is given a node.
+FAMILIES = (FINTASK, DRAMATIQ, CELERY, TASKIQ, HUEY, ARQ, RQ) + (
+    (FINTASK_RABBITMQ,) if os.environ.get(RABBITMQ_VARIABLE) else ()
+)
 
 #: The middleware tax's four rows: (broker, middleware) by row name, the kinds that build them.
 TAX_ROWS = {

@@ -23,14 +23,19 @@ ARQ_PYTHON = ARQ_BIN / "python"
 
 #: Environment variable naming the system a worker module builds its broker for.
 SYSTEM_VARIABLE = "BENCH_SYSTEM"
+#: The ``amqp://`` URL of a RabbitMQ node given to the benchmark (its own: queues are purged):
+#: with it, the ``fintask-rabbitmq`` kind (``BROKER_URL``) joins the scenarios.
+RABBITMQ_VARIABLE = "BENCH_RABBITMQ_URL"
 #: Set for RQ's forking worker: a run counts for the worker that forked its work horse.
 RQ_FORK_VARIABLE = "BENCH_RQ_FORK"
 
 #: The Dramatiq kinds, as (broker, middleware): fintask's wake-up broker or Dramatiq's
 #: ``RedisBroker``, with fintask's full stack or Dramatiq's default middleware. The two mixed
-#: kinds exist for the middleware tax, which separates the consumer from the stack.
+#: kinds exist for the middleware tax, which separates the consumer from the stack;
+#: ``fintask-rabbitmq`` is fintask on RabbitMQ (``app.rabbitmq``), Redis for the rest.
 DRAMATIQ_KINDS: dict[str, tuple[str, str]] = {
     "fintask": ("wakeup", "fintask"),
+    "fintask-rabbitmq": ("rabbitmq", "fintask"),
     "dramatiq": ("redis", "dramatiq"),
     "wakeup-dramatiq": ("wakeup", "dramatiq"),
     "redis-fintask": ("redis", "fintask"),
@@ -236,5 +241,7 @@ class System:
             env["dramatiq_queue_prefetch"] = str(self.prefetch)
         if self.kind == "rq" and self.pool == "fork":
             env[RQ_FORK_VARIABLE] = "1"
+        if DRAMATIQ_KINDS.get(self.kind, ("", ""))[0] == "rabbitmq":
+            env["BROKER_URL"] = os.environ[RABBITMQ_VARIABLE]
         env.update(extra or {})
         return env

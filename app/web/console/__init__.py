@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from app.broker_features import RedisBrokerOnly
 from app.web import errors
 from app.web.console import (
     audit,
@@ -46,6 +47,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ConsoleRefused, _refused)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RedisBrokerOnly, _redis_broker_only)
 
 
 async def _sign_in_required(request: Request, error: Exception) -> Response:
@@ -68,6 +70,12 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _invalid_request(request: Request, error: Exception) -> Response:
     answer = await errors.invalid_request(request, error)
+    return _as_page(request, answer)
+
+
+async def _redis_broker_only(request: Request, error: Exception) -> Response:
+    """A page that needs Dramatiq's Redis queue keys, on RabbitMQ: the reason, as a page."""
+    answer = await errors.redis_broker_only(request, error)
     return _as_page(request, answer)
 
 
