@@ -33,6 +33,7 @@ from app.middleware.retries import DurableRetries
 from app.middleware.shutdown_signals import CoalesceShutdownSignals
 from app.middleware.ticks import TickGuard
 from app.rabbitmq import FintaskRabbitmqBroker, check_connection
+from app.redis_access import check_redis_access
 from app.redis_client import get_redis
 from app.sentry import init_sentry
 from app.settings import (
@@ -163,6 +164,8 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
         paused=paused,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         maintenance_chance=settings.maintenance_chance_per_million,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
 
 
@@ -172,10 +175,13 @@ def setup_broker() -> Broker:
     """Configure this process once: Sentry, the JSON encoder and the global broker, which
     takes over every actor declared before it.
 
-    A bad setting ends the process with one line on stderr: Dramatiq's and gunicorn's workers
+    A bad setting ends the process with one line on stderr, and so does a Redis that answers
+    but will not serve it (``app.redis_access``): Dramatiq's and gunicorn's workers
     call this, and would otherwise print the error with a traceback.
     """
     settings = load_settings()
+    if settings.redis_url is not None and not settings.uses_stub_broker:
+        check_redis_access(settings.redis_url, process_type=settings.process_type)
     init_sentry(settings)
     configure_logging()
     dramatiq.set_encoder(JSONEncoder())

@@ -42,6 +42,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.blob_crypto import Keyring, KeyringError
+from app.redis_urls import SENTINEL_SCHEMES, SentinelURLError, is_sentinel_url, parse_sentinel_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,9 @@ RABBITMQ_SCHEMES = ("amqp://", "amqps://")
 
 #: A host name as ``FINTASK_HOSTNAME`` may give it (RFC 1123 labels, with ``_`` tolerated).
 _HOSTNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
+
+#: The schemes ``REDIS_URL`` may have: one Redis, or the sentinels that name its master.
+REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 
 #: The pydantic error type of fintask's own checks, whose message is already the reason.
 _SETTING_ERROR = "setting"
@@ -122,6 +126,11 @@ class Settings(BaseSettings):
     #: ``stub://`` (unit tests) or ``amqp[s]://USER:PASSWORD@HOST:PORT/VHOST`` (RabbitMQ); unset:
     #: Redis, at ``REDIS_URL``, which every broker needs for the control plane.
     broker_url_secret: SecretStr | None = Field(None, validation_alias="BROKER_URL")
+    #: Durable enqueue (#21): how many replicas must hold a message before ``send`` returns.
+    redis_wait_replicas: int = Field(0, ge=0, le=64, validation_alias="REDIS_WAIT_REPLICAS")
+    redis_wait_timeout_ms: int = Field(
+        1_000, ge=1, le=60_000, validation_alias="REDIS_WAIT_TIMEOUT_MS"
+    )
     database_url_secret: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     var_dir: Path = Field(PROJECT_ROOT / "var", validation_alias="FINTASK_VAR_DIR")
     #: The Procfile process type, set by ``fintask process TYPE`` (``cli`` outside the Procfile).
@@ -470,8 +479,15 @@ def check_url(value: str, *, schemes: Collection[str], hostless: Collection[str]
 
 
 def check_redis_url(value: str) -> str:
-    """A URL redis-py connects with, its database a number: redis-py would use 0 for a typo."""
-    parts = _split_url(value, schemes={"redis", "rediss", "unix"}, hostless={"unix"})
+    """A URL redis-py connects with, its database a number: redis-py would use 0 for a typo;
+    or a Sentinel URL (``app.redis_urls``), read the way its clients will read it."""
+    if is_sentinel_url(value):
+        try:
+            parse_sentinel_url(value)
+        except SentinelURLError as error:
+            raise _invalid(str(error)) from None
+        return value
+    parts = _split_url(value, schemes=REDIS_SCHEMES, hostless={"unix"})
     database = parse_qs(parts.query).get("db", [""])[0]
     if not database and parts.scheme != "unix":
         database = unquote(parts.path).replace("/", "")

@@ -25,6 +25,15 @@ ack, and it blocks no longer than the eta of a delayed message it holds. So a pr
 the thread count keeps every thread busy (Dramatiq's consumer needs 2 x threads or more to hide
 its backoff): a process then holds no message it cannot start. Measurements: scenario 3 of
 ``docs/benchmarks.md``, and the prefetch sweep of its throughput scenario (``make bench``).
+
+Its clients come from ``app.redis_client.redis_pool``, so a Sentinel URL is followed through a
+failover like every other client of fintask. Two things make it fit a Redis with replicas and
+ACL users. Dramatiq's chance maintenance calls ``KEYS`` inside ``dispatch.lua``, which no
+least-privilege user should be granted (``ops/redis-users.acl``): here the same maintenance
+runs in fintask's script, which checks the dead worker's ack sets of the declared queues with
+``EXISTS`` instead. And with ``wait_replicas`` an enqueue returns only once that many replicas
+hold it (Redis's ``WAIT``, in the same round trip): replication is asynchronous, and a master
+that dies loses the writes no replica received yet (docs/reliability.md, "Failover").
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from app.dead_letters import (
     runnable_message,
 )
 from app.held_messages import HeldMessages
-from app.redis_client import as_text
+from app.redis_client import as_text, redis_pool
 from chunking.bulk import dispatch_args
 from chunking.redis_keys import acks_key
 
@@ -104,6 +113,42 @@ end
 return fetched
 """
 
+# dispatch.lua's maintenance of one queue, without its KEYS: the messages of workers whose
+# heartbeat is older than the timeout go back to the queue, a dead worker whose ack sets of
+# every declared queue are gone is forgotten, and dead letters past their TTL are dropped (up to
+# 1,000 a call). KEYS[1]: the namespace. ARGV: now (ms), the queue, the heartbeat timeout (ms),
+# the dead letters' TTL (ms), then every declared queue and delay queue.
+MAINTENANCE_SCRIPT = """
+local namespace, now, queue_name = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local heartbeats = namespace .. ":__heartbeats__"
+local queue = namespace .. ":" .. queue_name
+local xqueue = namespace .. ":" .. (string.gsub(queue_name, "%.DQ$", "")) .. ".XQ"
+local dead = redis.call("zrangebyscore", heartbeats, 0, now - tonumber(ARGV[3]))
+for _, worker_id in ipairs(dead) do
+    local acks = namespace .. ":__acks__." .. worker_id .. "."
+    for _, message_id in ipairs(redis.call("smembers", acks .. queue_name)) do
+        if redis.call("hexists", queue .. ".msgs", message_id) == 1 then
+            redis.call("rpush", queue, message_id)
+        end
+    end
+    redis.call("del", acks .. queue_name)
+    local held = 0
+    for i = 5, #ARGV do held = held + redis.call("exists", acks .. ARGV[i]) end
+    if held == 0 then redis.call("zrem", heartbeats, worker_id) end
+end
+local expired = redis.call("zrangebyscore", xqueue, 0, now - tonumber(ARGV[4]), "LIMIT", 0, 1000)
+if #expired > 0 then
+    redis.call("zrem", xqueue, unpack(expired))
+    redis.call("hdel", xqueue .. ".msgs", unpack(expired))
+end
+"""
+
+
+class NotReplicated(redis.RedisError):
+    """An enqueue ran on the master, but fewer replicas than asked for acknowledged it in time:
+    the message is queued, and a failover before it replicates would lose it."""
+
+
 #: A fetched message: its Redis id and its payload (None when its payload is gone).
 Fetched = tuple[str, bytes | None]
 
@@ -127,26 +172,35 @@ def block_ms(*, timeout_ms: int, next_eta_ms: int | None, now_ms: int) -> int:
 class WakeupRedisBroker(RedisBroker):
     """Dramatiq's ``RedisBroker``, plus one wake-up token per enqueued message.
 
-    Takes every ``RedisBroker`` argument, and ``wake_tokens_max`` (the bound of each wake-up
-    list), ``wake_tokens_ttl_ms`` (how long an unpopped list lives) and ``paused`` (whether an
-    operator paused a queue: its consumers then fetch nothing, and give back what they
-    prefetched).
+    Takes ``url`` (any ``REDIS_URL``, Sentinel's included), every other ``RedisBroker``
+    argument, and ``wake_tokens_max`` (the bound of each wake-up list), ``wake_tokens_ttl_ms``
+    (how long an unpopped list lives), ``paused`` (whether an operator paused a queue: its
+    consumers then fetch nothing, and give back what they prefetched), ``wait_replicas`` (how
+    many replicas must acknowledge an enqueue before it returns; 0, the default, waits for
+    none) and ``wait_timeout_ms`` (how long it waits for them before ``NotReplicated``).
     """
 
     def __init__(
         self,
         *,
+        url: str,
         wake_tokens_max: int = WAKE_TOKENS_MAX,
         wake_tokens_ttl_ms: int = WAKE_TOKENS_TTL_MS,
         paused: Callable[[str], bool] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1_000,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(client=redis.Redis(connection_pool=redis_pool(url)), **kwargs)
+        self.url = url
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.paused = paused
         self.wake_tokens_max = wake_tokens_max
         self.wake_tokens_ttl_ms = wake_tokens_ttl_ms
         self.fetch_script = self.client.register_script(FETCH_SCRIPT)
         self.dead_letter_script = self.client.register_script(DEAD_LETTER_SCRIPT)
+        self.maintenance_script = self.client.register_script(MAINTENANCE_SCRIPT)
         # Fetched ids a closed consumer could not put back, by queue: its successor does.
         self.stranded: dict[str, set[str]] = {}
         self.stranded_lock = threading.Lock()
@@ -165,7 +219,8 @@ class WakeupRedisBroker(RedisBroker):
 
         The token follows the message on the same connection, so a consumer it wakes finds the
         message. ``evalsha`` is sent bare: redis-py's script objects in a pipeline cost an
-        extra ``SCRIPT EXISTS`` round trip on every call.
+        extra ``SCRIPT EXISTS`` round trip on every call. With ``wait_replicas``, a ``WAIT``
+        ends the round trip: ``NotReplicated`` if too few replicas acknowledged in time.
         """
         dispatch = self.scripts["dispatch"]
         args = dispatch_args(self, "enqueue", queue_name, message_id, data)
@@ -173,27 +228,44 @@ class WakeupRedisBroker(RedisBroker):
             pipe = self.client.pipeline(transaction=False)
             pipe.evalsha(dispatch.sha, 1, self.namespace, *args)
             self.add_wake_tokens(pipe, queue_name, 1)
+            if self.wait_replicas:
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
             # Only the enqueue decides the outcome: a lost token costs latency, not the message.
-            enqueued = pipe.execute(raise_on_error=False)[0]
+            answers = pipe.execute(raise_on_error=False)
+            enqueued = answers[0]
             if not isinstance(enqueued, redis.exceptions.NoScriptError):
                 break
             # A new or restarted Redis has no scripts cached: the enqueue did not run.
             dispatch.sha = self.client.script_load(dispatch.script)
         if isinstance(enqueued, Exception):
             raise enqueued
+        if self.wait_replicas and isinstance(answers[-1], Exception):
+            raise answers[-1]
+        if self.wait_replicas and answers[-1] < self.wait_replicas:
+            raise NotReplicated(
+                f"message {message_id} is queued on the master, but {answers[-1]} of "
+                f"{self.wait_replicas} replicas acknowledged it in {self.wait_timeout_ms} ms"
+            )
+
+    def _should_do_maintenance(self, command: str) -> int:
+        """Never ``dispatch.lua``'s maintenance, which calls ``KEYS``: ``fetch`` runs
+        ``MAINTENANCE_SCRIPT`` instead, on the same chance."""
+        return 0
+
+    def maintain(self, queue_name: str) -> None:
+        """Dramatiq's maintenance of ``queue_name``, in ``MAINTENANCE_SCRIPT`` (no ``KEYS``)."""
+        queues = sorted(self.get_declared_queues() | self.get_declared_delay_queues())
+        args: list[str | int] = [current_millis(), queue_name, self.heartbeat_timeout]
+        self.maintenance_script(keys=[self.namespace], args=[*args, self.dead_message_ttl, *queues])
 
     def fetch(self, queue_name: str, count: int) -> list[Fetched]:
         """Fetch up to ``count`` messages into this worker's ack set, with their Redis ids.
 
-        The fetch keeps Dramatiq's maintenance chance: on a hit, Dramatiq's own maintenance of
-        the queue runs first.
+        The fetch keeps Dramatiq's maintenance chance: on a hit, the maintenance of the queue
+        runs first.
         """
-        if self._should_do_maintenance("fetch"):
-            dispatch = self.scripts["dispatch"]
-            dispatch(
-                keys=[self.namespace],
-                args=dispatch_args(self, "fetch", queue_name, 0, maintenance=True),
-            )
+        if super()._should_do_maintenance("fetch"):
+            self.maintain(queue_name)
         args: list[str | int] = [current_millis(), queue_name, self.broker_id, count]
         flat = self.fetch_script(keys=[self.namespace], args=args)
         return [(as_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
@@ -263,14 +335,11 @@ class WakeupRedisBroker(RedisBroker):
         """A client with one connection of its own, for BLPOPs of up to ``timeout_ms``.
 
         A blocked call holds its connection, so it must not hold one of the shared pool that
-        producers and acks use; its socket timeout outlasts the longest block.
+        producers and acks use; its socket timeout outlasts the longest block. Its pool is made
+        from the broker's URL, so it follows the master as the broker's own pool does.
         """
-        pool = self.client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs["socket_timeout"] = timeout_ms / 1000 + BLOCKING_SOCKET_MARGIN_S
-        own = redis.ConnectionPool(
-            connection_class=pool.connection_class, max_connections=1, **kwargs
-        )
+        socket_timeout = timeout_ms / 1000 + BLOCKING_SOCKET_MARGIN_S
+        own = redis_pool(self.url, socket_timeout=socket_timeout, max_connections=1)
         return redis.Redis(connection_pool=own)
 
     def add_wake_tokens(self, pipe: redis.client.Pipeline, queue_name: str, count: int) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import redis
+from redis.sentinel import SentinelConnectionPool
 
 from scheduler.ticker import Wait
 
@@ -69,7 +70,10 @@ def wait_for_redis(
 
 
 def _address(client: redis.Redis) -> str:
-    """``host:port`` of ``client`` (never its password)."""
+    """``host:port`` of ``client``, or the master its sentinels name (never its password)."""
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        return f"the master {pool.service_name!r} of its sentinels"
     kwargs = client.get_connection_kwargs()
     if "path" in kwargs:
         return str(kwargs["path"])

@@ -37,11 +37,13 @@ UNKNOWN_ACTOR_MAX_AGE_MS = 7 * 24 * 3_600_000
 
 # KEYS: a ready list, its messages. Empties the list and drops the payloads of the ids it held
 # (not of the messages workers hold, which share the hash), 1,000 at a time. Returns how many.
+# LRANGE and LTRIM, not LPOP: the web process purges, and may not pop (ops/redis-users.acl).
 _PURGE = """
 local purged = 0
 while true do
-  local ids = redis.call("LPOP", KEYS[1], 1000)
-  if not ids then break end
+  local ids = redis.call("LRANGE", KEYS[1], 0, 999)
+  if #ids == 0 then break end
+  redis.call("LTRIM", KEYS[1], #ids, -1)
   redis.call("HDEL", KEYS[2], unpack(ids))
   purged = purged + #ids
 end

@@ -67,7 +67,7 @@ class RedisServer:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(self.attempts):
-            port = free_port()
+            port = self._pick_port()
             process = subprocess.Popen(
                 [executable, "-", *self._arguments(port)],  # "-": the config's start on stdin
                 stdin=subprocess.PIPE,
@@ -114,7 +114,7 @@ class RedisServer:
     def _owns_port(
         self, process: subprocess.Popen[bytes], port: int, timeout_s: float = 10.0
     ) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=1)
+        client = self._client(port)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline and process.poll() is None:
@@ -125,6 +125,14 @@ class RedisServer:
             return False
         finally:
             client.close()
+
+    def _pick_port(self) -> int:
+        """The port to try next: any free one."""
+        return free_port()
+
+    def _client(self, port: int) -> redis.Redis:
+        """A client of the server on ``port``, to ask it whose it is."""
+        return redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=1)
 
     def __enter__(self) -> RedisServer:
         return self.start()

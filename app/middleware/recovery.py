@@ -15,8 +15,9 @@ and a dead holder blocks nobody past it) and returns every dead worker's unacked
 every declared queue and delay queue, in one Lua call, as Dramatiq's maintenance does (only
 those whose message is still stored, to the end of their queue). So a message comes back at
 most ``heartbeat_timeout + interval_ms`` (and a fetch) after its worker's last heartbeat.
-Dramatiq's own chance maintenance keeps running: it also expires old dead letters and forgets
-dead workers' heartbeats once their ack sets are gone.
+The chance maintenance keeps running (``WakeupRedisBroker.maintain``, Dramatiq's without its
+``KEYS``): it also expires old dead letters and forgets dead workers' heartbeats once their ack
+sets are gone.
 """
 
 from __future__ import annotations

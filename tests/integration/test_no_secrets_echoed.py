@@ -97,7 +97,8 @@ def assert_no_secret(
         pytest.param(
             [str(VENV_BIN / "python"), "-m", "scheduler"],
             {"REDIS_URL": REDIS_PASSWORD},  # the password alone, where its URL belongs
-            "REDIS_URL='***': the scheme must be one of redis://, rediss://, unix://",
+            "REDIS_URL='***': the scheme must be one of redis://, redis+sentinel://, rediss://, "
+            "rediss+sentinel://, unix://",
             id="scheduler",
         ),
         pytest.param(

@@ -33,6 +33,13 @@ def procfile_command(process_type: str, *extra: str) -> list[str]:
     return [*shlex.split(procfile_commands()[process_type]), *extra]
 
 
+def procfile_worker(*modules: str) -> list[str]:
+    """The Procfile's ``worker`` line with ``modules``' actors imported beside fintask's."""
+    command = procfile_command("worker")
+    after = command.index("actors") + 1
+    return [*command[:after], *modules, *command[after:]]
+
+
 def procfile_env(*, var_dir: Path, **urls: str) -> dict[str, str]:
     """A Procfile process's environment: the given URLs (``REDIS_URL=...``), its own var
     directory and worker metrics ports, the production settings for everything else."""

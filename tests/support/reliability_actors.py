@@ -1,8 +1,9 @@
 """An actor for real ``dramatiq app.broker:setup_broker actors tests.support.reliability_actors``
 workers, which records in Redis what each message did, so a test can count runs and losses.
 
-``work`` counts each run under ``reliability:runs`` and each completion under
-``reliability:done`` (hashes keyed by message id). A message sent with ``hold_first_run=True``
+``work`` counts each run under ``fintask:reliability:runs`` and each completion under
+``fintask:reliability:done`` (hashes keyed by message id, in fintask's key space, which
+``ops/redis-users.acl`` grants the worker). A message sent with ``hold_first_run=True``
 blocks its first run for ten minutes: the worker that fetched it first is killed while it runs,
 and any later run (after recovery) completes at once.
 """
@@ -18,8 +19,8 @@ from app.house_rules import fintask_actor
 from app.redis_client import get_redis
 
 QUEUE = "reliability"
-RUNS_KEY = "reliability:runs"
-DONE_KEY = "reliability:done"
+RUNS_KEY = "fintask:reliability:runs"
+DONE_KEY = "fintask:reliability:done"
 HOLD_S = 600
 
 
