@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from app.local.ports import free_port
 from app.local.redis_server import RedisServer
 from app.rabbitmq import FintaskRabbitmqBroker, check_connection
+from app.redis_client import get_redis
 from app.settings import CONFIGURATION_ERROR_EXIT, SettingsError
+from app.web import create_app
 from tests.support.processes import running, wait_until
 from tests.support.rabbitmq import RabbitmqServer
 from tests.support.rabbitmq_actors import QUEUE, RETRIES
@@ -141,3 +144,25 @@ def test_nothing_listening_is_named_with_the_cause():
         f"127.0.0.1:{port} (ConnectionRefusedError: [Errno 111] Connection refused): is it "
         "running?"
     )
+
+
+def test_healthz_names_the_broker_when_the_messages_go_to_rabbitmq(
+    rabbitmq_server, redis_server, monkeypatch, tmp_path
+):
+    # Given the web's settings: the messages on RabbitMQ, the rest on Redis
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'fintask.db'}")
+    get_redis.cache_clear()
+    client = TestClient(create_app())
+
+    # When RabbitMQ answers, the broker is healthy
+    monkeypatch.setenv("BROKER_URL", rabbitmq_server.url())
+    up = client.get("/healthz")
+    # And when nothing listens at BROKER_URL, the web says which dependency is down
+    monkeypatch.setenv("BROKER_URL", f"amqp://fintask:hunter2@127.0.0.1:{free_port()}/%2F")
+    down = client.get("/healthz")
+    get_redis.cache_clear()
+
+    assert (up.status_code, up.json()["broker"], up.json()["redis"]) == (200, "ok", "ok")
+    assert (down.status_code, down.json()["broker"]) == (503, "error: unreachable")
+    assert "hunter2" not in down.text
