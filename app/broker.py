@@ -33,7 +33,7 @@ from app.middleware.retries import DurableRetries
 from app.middleware.shutdown_signals import CoalesceShutdownSignals
 from app.middleware.ticks import TickGuard
 from app.rabbitmq import FintaskRabbitmqBroker, check_connection
-from app.redis_access import check_redis_access
+from app.redis_access import BATCH_PREFIX, check_redis_access
 from app.redis_client import get_redis
 from app.sentry import init_sentry
 from app.settings import (
@@ -124,7 +124,7 @@ def _batch_members(fleet: FleetControl | None) -> BatchMembers:
         return fleet is not None and message_id in fleet.watcher.state.revoked
 
     return BatchMembers(
-        batches=Batches(client=get_redis),
+        batches=Batches(client=get_redis, prefix=BATCH_PREFIX),
         revoked=revoked,
         describe=lambda exception: kept_reason(failure_reason(exception)),
     )

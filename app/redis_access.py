@@ -7,8 +7,13 @@ these, on the keys ``dramatiq`` (the namespace, which the scripts take as ``KEYS
 ``dramatiq:*`` and ``fintask:*`` (``tests/unit/test_redis_urls.py`` holds the file to this
 list). A worker consumes (``LPOP`` in the fetch, ``BLPOP`` on the wake-up lists); the web
 process and the CLI read queues and run the operators' actions (cancel, purge, requeue) but
-pop nothing; the scheduler sends ticks and reads the schedule's state. No process type needs
-``KEYS``, ``FLUSHALL``, ``CONFIG`` or any other admin command.
+pop nothing; the scheduler sends ticks and reads the schedule's state. Batches
+(``chunking.batch_scripts``, under ``BATCH_PREFIX``) are the worker's and the web's: a worker
+creates a run's batch, records members (``SETBIT``) and seals (``HSETNX``); the web and the CLI
+read progress, cancel (which fires the callbacks and may settle a parent batch) and start a
+report (``fintask reports send`` creates its batch: ``ZREMRANGEBYRANK`` trims the listing); the
+scheduler only sends the ticks that start runs on a worker. No process type needs ``KEYS``,
+``FLUSHALL``, ``CONFIG`` or any other admin command.
 
 ``check_redis_access`` runs when a process builds its broker: a Redis that is there but will not
 serve the process stops it at once, in one line naming ``REDIS_URL`` and the cause, instead of
@@ -29,6 +34,10 @@ from app.redis_urls import is_sentinel_url
 from app.settings import SettingsError, hide_credentials
 
 logger = logging.getLogger(__name__)
+
+#: The prefix of fintask's batches (``chunking.batches``): under ``fintask:``, so the ACL users
+#: may touch them. The library's own default (``chunking:batch``) is for those who lift it.
+BATCH_PREFIX = "fintask:batch"
 
 #: A sample of each command's arguments, on keys of fintask's namespaces, for ``ACL DRYRUN``
 #: (which checks a command's arity and keys as well as the command).
@@ -65,6 +74,7 @@ PROBES: Mapping[str, tuple[str, ...]] = {
     "hvals": ("fintask:probe",),
     "hlen": ("dramatiq:probe",),
     "hincrby": ("fintask:probe", "f", "1"),
+    "hsetnx": ("fintask:probe", "f", "v"),
     "hscan": ("dramatiq:probe", "0"),
     "sadd": ("dramatiq:probe", "m"),
     "srem": ("dramatiq:probe", "m"),
@@ -78,10 +88,12 @@ PROBES: Mapping[str, tuple[str, ...]] = {
     "zrangebyscore": ("dramatiq:probe", "0", "1"),
     "zrevrangebyscore": ("dramatiq:probe", "1", "0"),
     "zremrangebyscore": ("fintask:probe", "0", "1"),
+    "zremrangebyrank": ("fintask:probe", "0", "1"),
     "zcard": ("dramatiq:probe",),
     "zscore": ("dramatiq:probe", "m"),
     "zmscore": ("dramatiq:probe", "m"),
     "zcount": ("dramatiq:probe", "0", "1"),
+    "setbit": ("fintask:probe", "0", "1"),
     "lpush": ("dramatiq:probe", "m"),
     "rpush": ("dramatiq:probe", "m"),
     "lrange": ("dramatiq:probe", "0", "1"),
@@ -112,12 +124,14 @@ _WORKER = tuple(PROBES)
 _WEB = tuple(command for command in PROBES if command not in CONSUMING)
 
 #: Every command each process type issues. The CLI (``fintask``) is an operator's tool with the
-#: web process's rights.
+#: web process's rights; so is the Celery bridge (``bridge_celery``) on fintask's Redis, where
+#: it only enqueues and dead-letters (its Celery side, kombu's, is on ``CELERY_BROKER_URL``).
 COMMANDS: Mapping[str, tuple[str, ...]] = {
     "worker": _WORKER,
     "worker_urgent": _WORKER,
     "web": _WEB,
     "cli": _WEB,
+    "bridge_celery": _WEB,
     "scheduler": SCHEDULER,
 }
 

@@ -57,11 +57,14 @@ from app.dead_letters import (
     DEAD_LETTER_SCRIPT,
     failure_reason,
     kept_reason,
+    read_message,
     reason_key,
-    runnable_message,
+    runnable_problem,
 )
 from app.held_messages import HeldMessages
 from app.redis_client import as_text, redis_pool
+from chunking import BatchMembers, FailureKind
+from chunking.batches import member_of
 from chunking.bulk import dispatch_args
 from chunking.redis_keys import acks_key
 
@@ -488,16 +491,41 @@ class WakeupRedisConsumer(_RedisConsumer):
             self.logger.warning("Message %s of %r has no payload.", redis_id, self.queue_name)
             self.broker.do_ack(self.queue_name, redis_id)
             return None
-        message = runnable_message(self.broker, data, self.queue_name)
+        message = read_message(data)
         if isinstance(message, str):
-            self.logger.error(
-                "Dead-lettering message %s of %r: %s.", redis_id, self.queue_name, message
-            )
-            self.broker.dead_letter(self.queue_name, redis_id, message)
+            self._dead_letter(redis_id, message)
+            return None
+        problem = runnable_problem(self.broker, message, self.queue_name)
+        if problem is not None:
+            self._settle_member(message, problem)
+            self._dead_letter(redis_id, problem)
             return None
         # The id it was fetched by is the one to settle it by, whatever its payload says.
         message.options["redis_message_id"] = redis_id
         return message
+
+    def _dead_letter(self, redis_id: str, reason: str) -> None:
+        self.logger.error("Dead-lettering message %s of %r: %s.", redis_id, self.queue_name, reason)
+        self.broker.dead_letter(self.queue_name, redis_id, reason)
+
+    def _settle_member(self, message: Message[Any], problem: str) -> None:
+        """Record a batch member dead-lettered here, before any worker thread (and so
+        ``BatchMembers``) could see it, as failed in the store of the broker's own
+        ``BatchMembers``: otherwise its batch would wait for it until cancelled. Recorded
+        before the dead-lettering, so Redis failing in between leaves the message in this
+        worker's ack set, recovered and recorded later; recording twice counts once."""
+        member = member_of(message)
+        recorder = next((m for m in self.broker.middleware if isinstance(m, BatchMembers)), None)
+        if member is None or recorder is None:
+            return
+        batch_id, ordinal = member
+        recorder.batches.settle(
+            batch_id,
+            ordinal,
+            failed=FailureKind.DEAD_LETTERED,
+            reason=kept_reason(problem),
+            message_id=message.message_id,
+        )
 
     def _wait_for_token(self) -> None:
         timeout_ms = self._block_ms()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
+from chunking.after_commit import AfterCommit
+from chunking.batches import Batches, UnknownBatch
 from chunking.models import ChunkRun, RunStatus, utcnow
 from chunking.progress import Progress
 from chunking.run import ChunkedRun
@@ -70,15 +73,40 @@ def pause_run(session: Session, run_id: int) -> bool:
     return _transition(session, run_id, {RunStatus.RUNNING}, RunStatus.PAUSED)
 
 
-def cancel_run(session: Session, run_id: int) -> bool:
-    """End a run for good (no chunk runs after this commits); False if it had already ended."""
-    return _transition(
+def cancel_run(session: Session, run_id: int, *, batches: Batches | None = None) -> bool:
+    """End a run for good (no chunk runs after this commits); False if it had already ended.
+
+    A run with a fan-in gets no more members once it ends, so its batch would wait forever for
+    those no chunk will add: given the ``batches`` its fan-in keeps it in, the batch is
+    cancelled once the caller commits (``on_failure`` and ``on_complete`` fire once; members
+    still queued are skipped). After the commit, not before: a rolled-back cancel leaves the
+    run going with its batch open. A crash between the two leaves the batch open; cancel it
+    then with ``Batches.cancel``.
+    """
+    changed = _transition(
         session,
         run_id,
         {RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.FAILED},
         RunStatus.CANCELLED,
         finished=True,
     )
+    if changed and batches is not None:
+        batch_id = session.scalar(select(ChunkRun.batch_id).where(ChunkRun.id == run_id))
+        if batch_id is not None:
+            _CANCEL_AFTER_COMMIT.add(session, (batches, batch_id))
+    return changed
+
+
+def _cancel_batches(session: Session, batches: list[tuple[Batches, str]]) -> None:
+    # A batch that had completed (cancel answers False) or expired a week after that
+    # (UnknownBatch) has nothing left to cancel.
+    for store, batch_id in batches:
+        with suppress(UnknownBatch):
+            store.cancel(batch_id)
+
+
+#: The fan-in batches of runs cancelled in a transaction, cancelled once it commits.
+_CANCEL_AFTER_COMMIT: AfterCommit[tuple[Batches, str]] = AfterCommit(flush=_cancel_batches)
 
 
 def resume_run(session: Session, chunked_run: ChunkedRun, run_id: int) -> bool:

@@ -21,6 +21,7 @@ from app.declarations import current_broker
 from app.middleware.guardrails import validate_message
 from app.outbox import ActorRef, enqueue_after_commit, message_limit
 from app.redaction import redact
+from app.redis_access import BATCH_PREFIX
 from app.redis_client import get_redis
 from chunking import Batches, FailureKind
 
@@ -31,9 +32,9 @@ def _check(message: Message[Any]) -> None:
     validate_message(message, max_bytes=message_limit(current_broker()))
 
 
-#: The batches of every fintask process (the ``BatchMembers`` middleware records into the
-#: same keys: ``app.broker``).
-BATCHES = Batches(client=get_redis, check_message=_check)
+#: The batches of every fintask process, under ``BATCH_PREFIX`` (the ACL users' key space; the
+#: ``BatchMembers`` middleware records into the same keys: ``app.broker``).
+BATCHES = Batches(client=get_redis, prefix=BATCH_PREFIX, check_message=_check)
 
 
 def attach_job(job: Job, member: dict[str, Any] | None) -> bool:

@@ -19,6 +19,7 @@ from app.control.actions import Operator, UnknownTarget
 from app.db.session import new_session
 from app.redis_client import get_redis
 from app.timestamps import rfc3339
+from pipelines.batches import BATCHES
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -60,7 +61,7 @@ def acting_operator() -> Iterator[Operator]:
     """The person at this shell as an operator of the fleet (audited as ``cli_identity()``)."""
     broker = setup_broker()
     with new_session() as session:
-        yield Operator(cli_identity(), session, get_redis(), broker)
+        yield Operator(cli_identity(), session, get_redis(), broker, BATCHES)
 
 
 def usage_errors(action: Callable[[], T], param_hint: str) -> T:

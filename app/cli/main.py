@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "app.cli.tokens",
         "What operators did, newest first: who, which action, on what, how many messages.",
     ),
+    "batches": ("app.cli.batches", "Batches: progress with rate and ETA, failed members, cancel."),
     "bridge": (
         "app.cli.bridge",
         "Bridges from Celery: tasks its producers publish run on fintask actors.",

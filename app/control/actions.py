@@ -9,6 +9,7 @@ error reaches the caller, who then knows the action was made but not recorded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from app import control_state, schedule_control
 from app.broker_features import require_redis_broker
 from app.control import audit, moves
+from app.control.batches import settle_taken_out
 from app.control.cancel import Cancelled, cancel_matching, cancel_message
 from app.control.stored import Found, State, Stored, as_text, locate
 from app.control_state import AbortMode
@@ -28,26 +30,34 @@ from app.middleware.rate_limits import parse_rate
 from app.queues import canonical_queue_names
 from app.rabbitmq import FintaskRabbitmqBroker
 from app.timestamps import rfc3339
-from chunking import ChunkedRun, cancel_run, pause_run, resume_run
+from chunking import Batches, ChunkedRun, UnknownBatch, cancel_run, pause_run, resume_run
 from chunking.redis_keys import messages_key, queue_key
 
 #: The ``max_age`` assumed for a message whose actor this process does not declare (a week:
 #: Dramatiq's default ``max_age`` is none, and its dead letters live a week).
 UNKNOWN_ACTOR_MAX_AGE_MS = 7 * 24 * 3_600_000
 
-# KEYS: a ready list, its messages. Empties the list and drops the payloads of the ids it held
-# (not of the messages workers hold, which share the hash), 1,000 at a time. Returns how many.
-# LRANGE and LTRIM, not LPOP: the web process purges, and may not pop (ops/redis-users.acl).
+#: Ready messages one call of ``_PURGE`` takes.
+PURGE_PAGE = 1_000
+
+# KEYS: a ready list, its messages. ARGV: how many. Takes that many ids from the head of the
+# list and drops their payloads (not those of the messages workers hold, which share the hash);
+# returns how many it took and the payloads of the batch members among them, which no worker
+# will record. LRANGE and LTRIM, not LPOP: the web process purges, and may not pop
+# (ops/redis-users.acl).
 _PURGE = """
-local purged = 0
-while true do
-  local ids = redis.call("LRANGE", KEYS[1], 0, 999)
-  if #ids == 0 then break end
-  redis.call("LTRIM", KEYS[1], #ids, -1)
-  redis.call("HDEL", KEYS[2], unpack(ids))
-  purged = purged + #ids
+local ids = redis.call("LRANGE", KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids == 0 then return {0, {}} end
+redis.call("LTRIM", KEYS[1], #ids, -1)
+local payloads = redis.call("HMGET", KEYS[2], unpack(ids))
+redis.call("HDEL", KEYS[2], unpack(ids))
+local members = {}
+for _, payload in ipairs(payloads) do
+  if payload and string.find(payload, "batch_member", 1, true) then
+    members[#members + 1] = payload
+  end
 end
-return purged
+return {#ids, members}
 """
 
 
@@ -131,13 +141,16 @@ class LimitView:
 @dataclass(frozen=True)
 class Operator:
     """Someone acting on the fleet: ``who`` as the audit trail names them (``token:<name>``,
-    ``cli:<user>@<host>``), with the database, Redis and the broker whose actors and queues
-    the actions may name."""
+    ``cli:<user>@<host>``), with the database, Redis, the broker whose actors and queues
+    the actions may name, and the batches (``pipelines.batches.BATCHES``, which the kernel may
+    not import: the edges pass it) in which the members an action takes out of a queue are
+    recorded as cancelled."""
 
     who: str
     session: Session
     client: redis.Redis
     broker: Broker
+    batches: Batches
 
     def pause_queue(self, queue_name: str) -> bool:
         """Stop every worker starting messages of ``queue_name``; False if it was paused."""
@@ -156,14 +169,32 @@ class Operator:
     def purge_queue(self, queue_name: str) -> int:
         """Delete every ready message of ``queue_name``; how many. Delayed messages, messages
         workers hold and dead letters are kept (on RabbitMQ too: its purge takes only what
-        waits for a consumer)."""
+        waits for a consumer).
+
+        On Redis the list is taken ``PURGE_PAGE`` ids a script call, up to the length it had
+        when the purge began (so producers sending all along cannot keep it going), and the
+        batch members among them are recorded as cancelled. RabbitMQ's purge hands back no
+        payloads: a member purged there leaves its batch waiting until it is cancelled.
+        """
         check_queue(self.broker, queue_name)
         if isinstance(self.broker, FintaskRabbitmqBroker):
             purged = self.broker.purge_ready(queue_name)
         else:
-            script = self.client.register_script(_PURGE)
-            purged = int(script(keys=[queue_key(queue_name), messages_key(queue_name)]))
+            purged = self._purge_redis(queue_name)
         self._audit("queue.purge", queue_name, count=purged)
+        return purged
+
+    def _purge_redis(self, queue_name: str) -> int:
+        script = self.client.register_script(_PURGE)
+        keys = [queue_key(queue_name), messages_key(queue_name)]
+        listed = int(self.client.llen(keys[0]))
+        purged = 0
+        while purged < listed:
+            taken, members = script(keys=keys, args=[min(PURGE_PAGE, listed - purged)])
+            purged += int(taken)
+            settle_taken_out(self.batches, map(_decoded, members), how="queue purged")
+            if int(taken) == 0:
+                break
         return purged
 
     def set_rate_limit(self, actor_name: str, rate: str) -> LimitView:
@@ -193,6 +224,7 @@ class Operator:
             message_id,
             mode=mode,
             max_age_ms=max_age_of(self.broker),
+            batches=self.batches,
         )
         if cancelled.state is not None:
             _, count, detail = _cancel_row(cancelled, mode)
@@ -214,6 +246,7 @@ class Operator:
                 redis_id,
                 mode=mode,
                 max_age_ms=max_age_of(self.broker),
+                batches=self.batches,
                 by_message_id=False,
             )
             if cancelled.state is None:
@@ -314,6 +347,7 @@ class Operator:
             dry_run=dry_run,
             mode=mode,
             max_age_ms=max_age_of(self.broker),
+            batches=self.batches,
         )
         if not dry_run:
             detail = {"arguments": dict(arguments), "mode": mode}
@@ -359,11 +393,36 @@ class Operator:
         return changed
 
     def cancel_run(self, run_id: int) -> bool:
-        """End run ``run_id`` for good; False if it had already ended."""
+        """End run ``run_id`` for good; False if it had already ended. A run with a fan-in has
+        its batch cancelled once the run's end commits (``chunking.cancel_run``): no chunk
+        will add its remaining members, so its ``on_failure`` fires now instead of never."""
         with self.session.begin():
-            changed = cancel_run(self.session, run_id)
+            changed = cancel_run(self.session, run_id, batches=self.batches)
             self._record("run.cancel", str(run_id), detail={"changed": changed})
         return changed
+
+    def cancel_batch(self, batch_id: str) -> int:
+        """Cancel batch ``batch_id``: every member not yet done counts as cancelled (those
+        still queued are skipped when they come up), and ``on_failure`` and ``on_complete``
+        fire once; how many members were pending. ``UnknownTarget`` for a batch not kept,
+        ``WrongState`` for one already complete."""
+        progress = self.batches.progress(batch_id)
+        if progress is None:
+            raise UnknownTarget(
+                f"no batch {batch_id!r}: never created, or expired a week after it completed"
+            )
+        try:
+            cancelled = self.batches.cancel(batch_id)
+        except UnknownBatch as error:
+            raise UnknownTarget(str(error)) from None
+        if not cancelled:
+            raise WrongState(
+                f"batch {batch_id} is complete already ({progress.succeeded} succeeded, "
+                f"{progress.failed} failed): there is nothing left to cancel"
+            )
+        detail = {"name": progress.name, "state": progress.state}
+        self._audit("batch.cancel", batch_id, count=progress.pending, detail=detail)
+        return progress.pending
 
     def _release(self, found: Found) -> MessageMoved:
         """Ask the worker holding delayed message ``found`` to enqueue it now (its Redis id in
@@ -467,6 +526,15 @@ class Operator:
         audit.record(
             self.session, who=self.who, action=action, target=target, count=count, detail=detail
         )
+
+
+def _decoded(payload: bytes) -> dict[str, Any] | None:
+    """A payload the purge took, as JSON decodes it (None if it is not a JSON object)."""
+    try:
+        decoded = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
 
 
 def _not_delayed(message_id: str, found: Found) -> str:

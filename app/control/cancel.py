@@ -2,7 +2,10 @@
 
 Cancelling takes a waiting message out of Redis atomically and always revokes it too
 (``app.control_state``): a copy of it may be in flight (a retry) or already with a worker.
-Where messages are and how they are found is ``app.control.stored``.
+Where messages are and how they are found is ``app.control.stored``. A batch member taken out
+of Redis before any worker fetched it is recorded in its batch as cancelled
+(``app.control.batches.settle_taken_out``): no worker would ever record it. One a worker holds
+is recorded by that worker, which skips it as revoked (``chunking.BatchMembers``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import redis
 from dramatiq.common import current_millis
 
 from app.broker_features import require_redis_broker
+from app.control.batches import settle_taken_out
 from app.control.stored import (
     SCAN_SLICE,
     Place,
@@ -27,6 +31,7 @@ from app.control.stored import (
     read_slice,
 )
 from app.control_state import AbortMode, revoke
+from chunking import Batches
 
 #: A revocation outlives its message's ``max_age`` by this much: ``AgeLimit`` drops it after.
 REVOKE_MARGIN_MS = 3_600_000
@@ -59,6 +64,7 @@ def cancel_message(
     *,
     mode: AbortMode = "soft",
     max_age_ms: Callable[[str], int],
+    batches: Batches,
     by_message_id: bool = True,
 ) -> Cancelled:
     """Stop one message (by Redis id, or message id unless ``by_message_id`` is False) from
@@ -69,8 +75,9 @@ def cancel_message(
     A ready, delayed or retrying one is also taken out of Redis, unless a consumer fetched it
     meanwhile (``removed`` is then False: the revocation stops it). A dead letter is left alone
     (``Operator.delete_dead`` and ``fintask dlq purge`` are for those); a payload that is not
-    a message has no message id to revoke, only its removal. Finding it by message id costs
-    what ``stored.locate`` says.
+    a message has no message id to revoke, only its removal. A batch member removed is
+    recorded in ``batches`` as cancelled. Finding it by message id costs what
+    ``stored.locate`` says.
     """
     require_redis_broker("cancelling a message")
     found = locate(client, list(queue_names), message_id, by_message_id=by_message_id)
@@ -80,7 +87,7 @@ def cancel_message(
     if found.state == "dead":
         return Cancelled(stored.message_id, "dead", removed=False, revoked=False)
     revoked = _revoke(client, [stored], mode=mode, max_age_ms=max_age_ms)
-    removed = found.state != "held" and _remove(client, [stored]) == 1
+    removed = found.state != "held" and bool(_remove(client, [stored], batches))
     return Cancelled(stored.message_id, found.state, removed=removed, revoked=revoked)
 
 
@@ -93,6 +100,7 @@ def cancel_matching(
     dry_run: bool,
     mode: AbortMode = "soft",
     max_age_ms: Callable[[str], int],
+    batches: Batches,
 ) -> int:
     """Cancel, as ``cancel_message`` does, every ready, delayed, retrying and held message of
     ``actor_name`` whose keyword arguments include ``arguments`` (equal as JSON decodes them);
@@ -113,7 +121,14 @@ def cancel_matching(
     for queue_name in queue_names:
         for place in ("delay", "queue"):
             count += _cancel_listed(
-                client, queue_name, place, wanted, dry_run=dry_run, mode=mode, max_age_ms=max_age_ms
+                client,
+                queue_name,
+                place,
+                wanted,
+                dry_run=dry_run,
+                mode=mode,
+                max_age_ms=max_age_ms,
+                batches=batches,
             )
         holding = [found.stored for found in held(client, queue_name) if wanted(found.stored)]
         if not dry_run:
@@ -131,6 +146,7 @@ def _cancel_listed(
     dry_run: bool,
     mode: AbortMode,
     max_age_ms: Callable[[str], int],
+    batches: Batches,
 ) -> int:
     """Cancel the wanted messages of one list, read from its tail; how many were found.
 
@@ -150,15 +166,16 @@ def _cancel_listed(
         removed = 0
         if matched and not dry_run:
             _revoke(client, matched, mode=mode, max_age_ms=max_age_ms)
-            removed = _remove(client, matched)
+            removed = len(_remove(client, matched, batches))
         count += len(matched)
         if len(entries) < SCAN_SLICE:
             return count
         offset += len(entries) - removed
 
 
-def _remove(client: redis.Redis, messages: Sequence[Stored]) -> int:
-    """Take listed messages out of their list and their payloads out of Redis; how many were.
+def _remove(client: redis.Redis, messages: Sequence[Stored], batches: Batches) -> list[Stored]:
+    """Take listed messages out of their list and their payloads out of Redis; those that were
+    (the batch members among them recorded as cancelled: no worker will see them).
 
     One script a message, so each is atomic and other clients run between them: each LREM
     reads the whole list.
@@ -171,7 +188,9 @@ def _remove(client: redis.Redis, messages: Sequence[Stored]) -> int:
             hash_key(stored.queue_name, stored.place),
         ]
         script(keys=keys, args=[stored.redis_id], client=pipe)
-    return sum(int(removed) for removed in pipe.execute())
+    removed = [stored for stored, done in zip(messages, pipe.execute(), strict=True) if done]
+    settle_taken_out(batches, (stored.message for stored in removed), how="message cancelled")
+    return removed
 
 
 def _revoke(

@@ -1,4 +1,4 @@
-"""The control plane over HTTP: workers, queues, messages, limits and the audit trail.
+"""The control plane over HTTP: workers, queues, messages, limits, batches and the audit trail.
 
 Reading needs a viewer's token, acting an operator's (``app.web.auth``): the token travels in
 the ``Authorization`` header only, so no browser sends it by itself and a cross-site request
@@ -11,7 +11,8 @@ goes through ``app.control.actions``, which writes its audit row.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 import dramatiq
@@ -28,6 +29,7 @@ from app.control.actions import (
     queue_names,
     rate_limits,
 )
+from app.control.batches import BatchView, batch_view, failed_page, recent_batches
 from app.control.masking import MaskPolicy
 from app.control.messages import MessageFilter, find_message, list_messages
 from app.control.workers import list_workers
@@ -37,6 +39,8 @@ from app.redis_client import get_redis
 from app.web.auth import AUTH_RESPONSES, Principal, Viewer, require_operator
 from app.web.deps import ErrorOut, SessionDep
 from app.web.pages import BAD_CURSOR_RESPONSE, Cursor, Limit, Page, bad_cursor_is_400, offset_page
+from chunking import BatchStoreUnavailable, UnknownBatch
+from pipelines.batches import BATCHES
 from scheduler.render import default_schedule, job_names, read_live, schedule_data
 
 router = APIRouter(prefix="/api", tags=["control"])
@@ -51,6 +55,10 @@ QueueName = Annotated[str, Path(max_length=200, description="a queue fintask dec
 ActorName = Annotated[str, Path(max_length=200, description="an actor fintask declares")]
 JobName = Annotated[str, Path(max_length=200, description="a job of the periodic schedule")]
 MessageId = Annotated[str, Path(max_length=100, description="a message id, or a Redis id")]
+BatchId = Annotated[str, Path(max_length=100, description="a batch's id")]
+
+#: The most recent batches ``GET /api/batches`` pages through (each read is one HGETALL).
+RECENT_BATCHES = 500
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
@@ -98,6 +106,53 @@ class MessagePage(Listed):
         "and next_cursor continues after the last one read (a page may be short, even empty, "
         "and still have one)"
     )
+
+
+class BatchOut(BaseModel):
+    """A batch's counts, state and times, and how fast it goes (``app.control.batches``)."""
+
+    batch_id: str
+    name: str
+    state: Literal["open", "sealed", "firing", "fired"]
+    added: int = Field(description="members added so far")
+    total: int | None = Field(description="members in all, known once sealed")
+    succeeded: int
+    failed: int
+    failed_by_kind: dict[str, int] = Field(
+        description="failed members by kind: dead_lettered, expired, cancelled, failed"
+    )
+    pending: int = Field(description="members added and not done yet (0 once complete)")
+    done: int = Field(description="succeeded + failed")
+    percent: float | None = Field(description="done / total; null while the batch is open")
+    rate_per_s: float | None = Field(
+        description="members done per second since the batch was created (null before the "
+        "first, and for a cancelled batch)"
+    )
+    eta_s: float | None = Field(
+        description="pending / rate for a sealed batch; null while unknown, 0 once complete"
+    )
+    cancelled: bool
+    complete: bool
+    parent: list[str | int] | None = Field(description="[parent batch id, ordinal] of a child")
+    created_at: str
+    sealed_at: str | None
+    completed_at: str | None
+    cancelled_at: str | None
+
+
+class FailedMemberOut(BaseModel):
+    """A member that failed for good; its reason is redacted (as a dead letter's is)."""
+
+    ordinal: int
+    message_id: str
+    kind: str
+    reason: str
+
+
+class BatchCancelledOut(BaseModel):
+    batch_id: str
+    cancelled_members: int = Field(description="members pending when it was cancelled")
+    batch: BatchOut
 
 
 class RateIn(BaseModel):
@@ -327,6 +382,49 @@ def run_job(job: JobName, principal: OperatorToken, session: SessionDep) -> dict
     return {"job": job, "request_id": request_id}
 
 
+@router.get("/batches", response_model=Page[BatchOut], responses=_LIST_ERRORS)
+def get_batches(_: Viewer, cursor: Cursor = None, limit: Limit = 50) -> Page[BatchOut]:
+    """The most recently created batches (of the last 500 still kept), newest first, each
+    with its progress, rate and ETA as ``GET /api/batches/{id}``."""
+    with _batch_errors():
+        views = recent_batches(BATCHES, now=_now(), limit=RECENT_BATCHES)
+    page = offset_page([_batch_out(view) for view in views], cursor, limit)
+    return Page[BatchOut](items=page.items, next_cursor=page.next_cursor)
+
+
+@router.get("/batches/{batch_id}", response_model=BatchOut, responses=_ERRORS)
+def get_batch(batch_id: BatchId, _: Viewer) -> BatchOut:
+    """A batch's members added, succeeded, failed (by kind) and pending, its rate and ETA."""
+    with _batch_errors():
+        return _batch_out(batch_view(BATCHES, batch_id, now=_now()))
+
+
+@router.get(
+    "/batches/{batch_id}/failed", response_model=Page[FailedMemberOut], responses=_LIST_ERRORS
+)
+def get_batch_failed(batch_id: BatchId, _: Viewer, cursor: Cursor = None) -> Page[FailedMemberOut]:
+    """A page (about 100) of the batch's failed members: ordinal, message id, kind and the
+    reason, redacted. Pages are read with ``HSCAN``: stable while members fail meanwhile,
+    sorted by ordinal within a page, not across pages."""
+    with _batch_errors(), bad_cursor_is_400():
+        page = failed_page(BATCHES, batch_id, cursor=cursor)
+    items = [FailedMemberOut(**vars(member)) for member in page.items]
+    return Page[FailedMemberOut](items=items, next_cursor=page.next_cursor)
+
+
+@router.post("/batches/{batch_id}/cancel", response_model=BatchCancelledOut, responses=_MOVE_ERRORS)
+def cancel_batch(
+    batch_id: BatchId, principal: OperatorToken, session: SessionDep
+) -> BatchCancelledOut:
+    """Cancel a batch: every member not yet done counts as cancelled (those still queued are
+    skipped when they come up) and ``on_failure`` and ``on_complete`` fire once. 409 for a
+    batch complete already."""
+    with _batch_errors():
+        cancelled = _acting(lambda: _operator(principal, session).cancel_batch(batch_id))
+        view = batch_view(BATCHES, batch_id, now=_now())
+    return BatchCancelledOut(batch_id=batch_id, cancelled_members=cancelled, batch=_batch_out(view))
+
+
 @router.get("/audit", response_model=Listed, responses=_LIST_ERRORS)
 def get_audit(
     _: Viewer,
@@ -342,7 +440,7 @@ def get_audit(
 
 
 def _operator(principal: Principal, session: SessionDep) -> Operator:
-    return Operator(principal.who, session, get_redis(), dramatiq.get_broker())
+    return Operator(principal.who, session, get_redis(), dramatiq.get_broker(), BATCHES)
 
 
 def _acting(action: Callable[[], T]) -> T:
@@ -360,6 +458,25 @@ def _acting(action: Callable[[], T]) -> T:
 
 def _moved(action: Callable[[], MessageMoved]) -> dict[str, Any]:
     return _acting(action).as_dict()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _batch_out(view: BatchView) -> BatchOut:
+    return BatchOut(**view.as_dict())
+
+
+@contextmanager
+def _batch_errors() -> Iterator[None]:
+    """An unknown batch is a 404 naming it; the batch store not answering a 503."""
+    try:
+        yield
+    except UnknownBatch as error:
+        raise HTTPException(404, str(error)) from None
+    except BatchStoreUnavailable as error:
+        raise HTTPException(503, f"the batch store is unavailable: {error}") from None
 
 
 def _known_queue(queue_name: str) -> None:

@@ -1,4 +1,5 @@
-"""``GET /metrics``: the broker-wide gauges (queue depths, consumers, jobs, runs) for Prometheus.
+"""``GET /metrics``: the broker-wide gauges (queue depths, consumers, jobs, runs, batches) for
+Prometheus.
 
 Each worker type exports its own per-message metrics; these are the ones only a process that
 reads Redis and the database as a whole can give.
@@ -25,9 +26,17 @@ from app.queues import canonical_queue_names
 from app.redis_client import get_redis
 from app.settings import load_settings
 from chunking.models import RunStatus
+from pipelines.batches import BATCHES
 
 #: Runs whose items still count towards progress.
 ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.PAUSED)
+
+#: The most recent batches a scrape reads (one pipelined HGETALL each): the library keeps no
+#: index of the incomplete ones, so an older batch still open is not counted.
+SCRAPED_BATCHES = 1_000
+#: The states of a batch not yet complete, and ``firing``: complete, its callbacks not yet
+#: confirmed enqueued (one that stays there is stuck).
+UNFINISHED_BATCH_STATES = ("open", "sealed", "firing")
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ class BrokerAndWorkCollector(Collector):
         sources: tuple[tuple[str, Callable[[], list[GaugeMetricFamily]]], ...] = (
             ("broker", _broker_families),
             ("database", _work_state_families),
+            ("batches", _batch_families),
         )
         for source, read in sources:
             try:
@@ -91,6 +101,32 @@ def _broker_families() -> list[GaugeMetricFamily]:
         value=alive,
     )
     return [depth, oldest, consumers]
+
+
+def _batch_families() -> list[GaugeMetricFamily]:
+    """Unfinished batches by state, and their members pending, as totals: a batch's id and
+    name (``weekly-report:<run id>``) are new for every batch, so a series per batch would
+    grow Prometheus without bound; ``fintask batches`` and the console show each one."""
+    by_state = dict.fromkeys(UNFINISHED_BATCH_STATES, 0)
+    pending = 0
+    for progress in BATCHES.recent(limit=SCRAPED_BATCHES):
+        if progress.state in by_state:
+            by_state[progress.state] += 1
+            pending += progress.pending
+    batches = GaugeMetricFamily(
+        "fintask_batches_unfinished",
+        f"Batches among the {SCRAPED_BATCHES:,} most recent not yet fired, by state (open: "
+        "taking members; sealed: waiting for its last ones; firing: its callbacks leaving).",
+        labels=["state"],
+    )
+    for state, count in by_state.items():
+        batches.add_metric([state], count)
+    members = GaugeMetricFamily(
+        "fintask_batch_members_pending",
+        "Members added to the unfinished batches and not done yet, all batches together.",
+        value=pending,
+    )
+    return [batches, members]
 
 
 def _work_state_families() -> list[GaugeMetricFamily]:

@@ -25,6 +25,8 @@ from app.control.messages import find_message
 from app.control.workers import WorkerView, list_workers
 from app.db.migrate import upgrade
 from app.wakeup_broker import WakeupRedisBroker
+from chunking import Batches
+from pipelines.batches import BATCHES
 from tests.support.control_actors import ENDED_KEY, QUEUE, RELEASE_KEY, STARTED_KEY, STARTS_KEY
 from tests.support.processes import running, wait_until
 from tests.support.recovery import counts, unacked, worker_env, worker_process
@@ -44,7 +46,8 @@ def operator(redis_url: str, client: redis.Redis, tmp_path: Path) -> Iterator[Op
     upgrade(url)
     engine = create_engine(url)
     with Session(engine) as session:
-        yield Operator("test:operator", session, client, dramatiq.get_broker())
+        batches = Batches(client=client, prefix=BATCHES.prefix)
+        yield Operator("test:operator", session, client, dramatiq.get_broker(), batches)
     engine.dispose()
 
 

@@ -21,6 +21,7 @@ from app.control.actions import Operator, UnknownTarget, WrongState
 from app.db.session import new_session
 from app.dead_letters import reason_key, runnable_message
 from app.middleware.metrics import DUE_AT_OPTION
+from pipelines.batches import BATCHES
 from tests.unit.test_control_api import (
     LATER_MS,
     QUEUE,
@@ -42,7 +43,7 @@ def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 def operator(database: Engine, redis_env: str, client: redis.Redis) -> Iterator[Operator]:
     with new_session() as session:
-        yield Operator(WHO, session, client, dramatiq.get_broker())
+        yield Operator(WHO, session, client, dramatiq.get_broker(), BATCHES)
 
 
 def redis_id(message: dramatiq.Message) -> str:

@@ -19,6 +19,7 @@ from app.broker_features import RedisBrokerOnly
 from app.web import errors
 from app.web.console import (
     audit,
+    batches,
     limits,
     messages,
     overview,
@@ -39,7 +40,8 @@ FETCH_HEADER = "x-console-fetch"
 
 def install(app: FastAPI) -> None:
     """Serve the console, its files and its error pages from ``app``."""
-    for module in (signin, overview, queues, messages, workers, schedule, runs, limits, audit):
+    pages = (signin, overview, queues, messages, workers, schedule, runs, batches, limits, audit)
+    for module in pages:
         app.include_router(module.router, include_in_schema=False)
     app.mount(f"{HOME}/static", StaticFiles(directory=str(STATIC_DIR)), name="console-static")
     app.add_middleware(SecurityHeaders, console_prefix=HOME)

@@ -23,6 +23,7 @@ from app.db.models import ApiToken
 from app.redis_client import get_redis
 from app.web.console.sessions import COOKIE, ConsoleSession, end_session, load_session
 from app.web.deps import SessionDep
+from pipelines.batches import BATCHES
 
 #: Where the console starts: the overview.
 HOME = "/console"
@@ -96,7 +97,7 @@ OperatorUser = Annotated[ConsoleSession, Depends(operator_form)]
 
 def operator_for(user: ConsoleSession, session: SessionDep) -> Operator:
     """The control plane's operator acting, and audited, as ``user``."""
-    return Operator(user.who, session, get_redis(), dramatiq.get_broker())
+    return Operator(user.who, session, get_redis(), dramatiq.get_broker(), BATCHES)
 
 
 def safe_next(path: object) -> str:

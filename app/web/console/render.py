@@ -30,6 +30,7 @@ SECTIONS = (
     ("/console/workers", "Workers"),
     ("/console/schedule", "Schedule"),
     ("/console/runs", "Runs"),
+    ("/console/batches", "Batches"),
     ("/console/jobs", "Jobs"),
     ("/console/limits", "Limits"),
     ("/console/audit", "Audit"),
