@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     keys = ", ".join(s.key for s in SCENARIOS)
     parser.add_argument("--only", default="", help=f"comma-separated scenario keys: {keys}")
     parser.add_argument(
+        "--batch-members",
+        type=int,
+        default=None,
+        help="members of the batch scenario's batch (default 10^4 quick, 10^6 full)",
+    )
+    parser.add_argument(
         "--publish",
         action="store_true",
         help="write bench/results/<mode>/ (refused when the work tree has changes)",
@@ -75,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.repeats = default_repeats(args.full)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.batch_members is not None and args.batch_members < 1:
+        parser.error("--batch-members must be at least 1")
     if args.allow_dirty and not args.publish:
         parser.error("--allow-dirty only means something with --publish")
     try:
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                     repeats=args.repeats,
                     cells=cells,
                     commands=commands,
+                    batch_members=args.batch_members,
                 )
                 began = time.monotonic()
                 try:

@@ -82,6 +82,8 @@ class Bench:
     repeats: int = 1
     cells: Cells = field(default_factory=Cells)
     commands: list[CommandLine] = field(default_factory=list)
+    #: ``--batch-members``: the batch scenario's size instead of its mode's (a smoke run).
+    batch_members: int | None = None
 
     def client(self) -> redis.Redis:
         """A new client of the benchmark's own Redis (the caller closes it)."""

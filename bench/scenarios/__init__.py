@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.harness import Scenario
 from bench.scenarios import (
+    batch,
     countdown,
     enqueue,
     fanout,
@@ -24,6 +25,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     countdown.SCENARIO,
     noop.MIDDLEWARE_TAX,
     work.SCENARIO,
+    batch.SCENARIO,
 )
 
 
