@@ -25,7 +25,9 @@ from app.control.messages import find_message, list_messages
 from app.control.stored import State
 from app.control_state import REVOKED_KEY, read_state
 from app.cursors import InvalidCursor
+from app.redis_access import BATCH_PREFIX
 from app.wakeup_broker import WakeupRedisBroker, WakeupRedisConsumer
+from chunking import Batches
 from tests.support.processes import wait_until
 from tests.support.workers import fintask_broker, push, worker_on
 
@@ -63,6 +65,11 @@ def remind(broker: WakeupRedisBroker, runs: list[int]) -> Remind:
 
 def max_age_of(broker: WakeupRedisBroker) -> Any:
     return lambda actor_name: broker.get_actor(actor_name).options["max_age"]
+
+
+def batches_of(client: redis.Redis) -> Batches:
+    """fintask's batch store on the test's Redis: cancelling a member records it there."""
+    return Batches(client=client, prefix=BATCH_PREFIX)
 
 
 def redis_id(message: Message[Any]) -> str:
@@ -264,7 +271,13 @@ def test_cancelling_a_ready_message_removes_it_and_a_worker_never_runs_it(
     cancelled = remind.send(account_id=1)
     kept = remind.send(account_id=2)
 
-    outcome = cancel_message(client, [QUEUE], cancelled.message_id, max_age_ms=max_age_of(broker))
+    outcome = cancel_message(
+        client,
+        [QUEUE],
+        cancelled.message_id,
+        max_age_ms=max_age_of(broker),
+        batches=batches_of(client),
+    )
 
     assert (outcome.state, outcome.removed, outcome.revoked) == ("ready", True, True)
     assert [m.message_id for m in list_messages(client, QUEUE, state="ready").items] == [
@@ -282,7 +295,13 @@ def test_cancelling_a_delayed_message_removes_it_and_revokes_it_past_its_max_age
 ) -> None:
     delayed = remind.send_with_options(kwargs={"account_id": 4}, delay=LATER_MS)
 
-    outcome = cancel_message(client, [QUEUE], redis_id(delayed), max_age_ms=max_age_of(broker))
+    outcome = cancel_message(
+        client,
+        [QUEUE],
+        redis_id(delayed),
+        max_age_ms=max_age_of(broker),
+        batches=batches_of(client),
+    )
 
     assert (outcome.message_id, outcome.state) == (delayed.message_id, "delayed")
     assert (outcome.removed, outcome.revoked) == (True, True)
@@ -298,7 +317,12 @@ def test_cancelling_a_held_message_revokes_it_in_the_mode_asked(
 
     with fetched(broker, QUEUE):
         outcome = cancel_message(
-            client, [QUEUE], held.message_id, mode="hard", max_age_ms=max_age_of(broker)
+            client,
+            [QUEUE],
+            held.message_id,
+            mode="hard",
+            max_age_ms=max_age_of(broker),
+            batches=batches_of(client),
         )
         assert client.hget(f"dramatiq:{QUEUE}.msgs", redis_id(held)) is not None
 
@@ -313,8 +337,16 @@ def test_a_dead_letter_or_an_unknown_message_is_not_cancelled(
     with fetched(broker, QUEUE) as (consumer, message):
         consumer.nack(message)
 
-    outcome = cancel_message(client, [QUEUE], dead.message_id, max_age_ms=max_age_of(broker))
-    unknown = cancel_message(client, [QUEUE], "no-such-message", max_age_ms=max_age_of(broker))
+    outcome = cancel_message(
+        client, [QUEUE], dead.message_id, max_age_ms=max_age_of(broker), batches=batches_of(client)
+    )
+    unknown = cancel_message(
+        client,
+        [QUEUE],
+        "no-such-message",
+        max_age_ms=max_age_of(broker),
+        batches=batches_of(client),
+    )
 
     assert (outcome.state, outcome.removed, outcome.revoked) == ("dead", False, False)
     assert client.zscore(f"dramatiq:{QUEUE}.XQ", redis_id(dead)) is not None
@@ -352,6 +384,7 @@ def test_cancel_matching_counts_on_a_dry_run_then_cancels_every_match(
             arguments={"account_id": 1, "kind": "late"},
             dry_run=dry_run,
             max_age_ms=max_age_of(broker),
+            batches=batches_of(client),
         )
 
     with fetched(broker, QUEUE) as (_, proxy):
@@ -431,7 +464,9 @@ def test_a_payload_that_is_not_a_message_is_listed_masked_and_can_be_cancelled(
 
     (listed,) = list_messages(client, QUEUE, state="ready").items
     found = find_message(client, [QUEUE], poison)
-    outcome = cancel_message(client, [QUEUE], poison, max_age_ms=max_age_of(broker))
+    outcome = cancel_message(
+        client, [QUEUE], poison, max_age_ms=max_age_of(broker), batches=batches_of(client)
+    )
 
     assert (listed.actor_name, listed.message_id, listed.redis_id) == ("?", poison, poison)
     assert listed.args == [f"<payload: {len(payload)} bytes, not a message>"]

@@ -20,7 +20,9 @@ import tests.support.control_actors  # noqa: F401  (declares the actors the oper
 from app.control import cancel
 from app.control.actions import max_age_of
 from app.control.workers import list_workers
+from app.redis_access import BATCH_PREFIX
 from app.wakeup_broker import WakeupRedisBroker
+from chunking import Batches
 from tests.support.control_actors import ENDED_KEY, QUEUE, RELEASE_KEY, STARTED_KEY
 from tests.support.processes import running, wait_until
 from tests.support.recovery import counts, unacked, worker_env, worker_process
@@ -55,7 +57,11 @@ def test_a_message_revoked_in_a_killed_worker_stays_revoked_in_its_successor(
 
         # When an operator cancels the held message, and the worker is killed
         cancelled = cancel.cancel_message(
-            client, [QUEUE], held, max_age_ms=max_age_of(dramatiq.get_broker())
+            client,
+            [QUEUE],
+            held,
+            max_age_ms=max_age_of(dramatiq.get_broker()),
+            batches=Batches(client=client, prefix=BATCH_PREFIX),
         )
         assert (cancelled.state, cancelled.revoked) == ("held", True)
         os.killpg(first.pid, signal.SIGKILL)
