@@ -19,47 +19,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.house_rules import fintask_actor
 from app.redis_client import get_redis
+from tests.support.holding import HOLD_S, count_run, holding_actor
 
 QUEUE = "batch_kill"
 EFFECTS_KEY = "fintask:batch-kill:effects"
 CALLBACKS_KEY = "fintask:batch-kill:callbacks"
 RUNS_KEY = "fintask:batch-kill:runs"
-#: Longer than any kill test waits: a blocked first run ends only with its worker.
-HOLD_S = 600
 
 
-def _first_run(name: str) -> bool:
-    return int(get_redis().hincrby(RUNS_KEY, name, 1)) == 1
-
-
-@fintask_actor(
-    queue_name=QUEUE,
-    time_limit=(HOLD_S + 60) * 1000,
-    max_age=3_600_000,
-    max_retries=0,
-    min_backoff=1_000,
-    max_backoff=1_000,
-)
+@holding_actor(QUEUE)
 def member(n: int, slow_from: int, **kwargs: Any) -> None:
     """Record member ``n``'s effect; a slow member's first run then blocks."""
-    first = _first_run(f"member:{n}")
+    first = count_run(RUNS_KEY, f"member:{n}") == 1
     get_redis().sadd(EFFECTS_KEY, n)
     if first and n >= slow_from:
         time.sleep(HOLD_S)
 
 
-@fintask_actor(
-    queue_name=QUEUE,
-    time_limit=(HOLD_S + 60) * 1000,
-    max_age=3_600_000,
-    max_retries=0,
-    min_backoff=1_000,
-    max_backoff=1_000,
-)
+@holding_actor(QUEUE)
 def callback(which: str, **kwargs: Any) -> None:
     """Block the first run; a later one records the callback's effect, once by its name."""
-    if _first_run(f"callback:{which}"):
+    if count_run(RUNS_KEY, f"callback:{which}") == 1:
         time.sleep(HOLD_S)
     get_redis().hsetnx(CALLBACKS_KEY, which, repr(time.time()))

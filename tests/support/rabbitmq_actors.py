@@ -12,6 +12,7 @@ from dramatiq.middleware import CurrentMessage
 
 from app.house_rules import fintask_actor
 from app.redis_client import get_redis
+from tests.support.holding import HOLD_S, count_run, holding_actor
 
 QUEUE = "maintenance"
 #: A hash: message id -> how many times it started.
@@ -20,26 +21,16 @@ RUNS_KEY = "rabbitmq:runs"
 STAMPS_KEY = "rabbitmq:stamps"
 #: ``always_fails``'s retries, as a user would declare them: one, a fifth of a second later.
 RETRIES = 1
-HOLD_S = 600
 
 
-@fintask_actor(
-    queue_name=QUEUE,
-    time_limit=(HOLD_S + 60) * 1000,
-    max_age=3_600_000,
-    max_retries=0,
-    min_backoff=1_000,
-    max_backoff=1_000,
-)
+@holding_actor(QUEUE)
 def stamp(hold_first_run: bool = False, **kwargs: Any) -> None:
     """Count this run, hold it if asked and it is the first, then record when it ended."""
     message = CurrentMessage.get_current_message()
     assert message is not None
-    client = get_redis()
-    runs = int(client.hincrby(RUNS_KEY, message.message_id, 1))
-    if hold_first_run and runs == 1:
+    if count_run(RUNS_KEY, message.message_id) == 1 and hold_first_run:
         time.sleep(HOLD_S)
-    client.hset(STAMPS_KEY, message.message_id, time.time())
+    get_redis().hset(STAMPS_KEY, message.message_id, time.time())
 
 
 @fintask_actor(

@@ -15,29 +15,19 @@ from typing import Any
 
 from dramatiq.middleware import CurrentMessage
 
-from app.house_rules import fintask_actor
 from app.redis_client import get_redis
+from tests.support.holding import HOLD_S, count_run, holding_actor
 
 QUEUE = "reliability"
 RUNS_KEY = "fintask:reliability:runs"
 DONE_KEY = "fintask:reliability:done"
-HOLD_S = 600
 
 
-@fintask_actor(
-    queue_name=QUEUE,
-    time_limit=(HOLD_S + 60) * 1000,
-    max_age=3_600_000,
-    max_retries=0,
-    min_backoff=1_000,
-    max_backoff=1_000,
-)
+@holding_actor(QUEUE)
 def work(hold_first_run: bool = False, **kwargs: Any) -> None:
     """Record this run; hold it if asked and it is the message's first; record completion."""
     message = CurrentMessage.get_current_message()
     assert message is not None
-    client = get_redis()
-    runs = int(client.hincrby(RUNS_KEY, message.message_id, 1))
-    if hold_first_run and runs == 1:
+    if count_run(RUNS_KEY, message.message_id) == 1 and hold_first_run:
         time.sleep(HOLD_S)
-    client.hincrby(DONE_KEY, message.message_id, 1)
+    get_redis().hincrby(DONE_KEY, message.message_id, 1)

@@ -23,9 +23,10 @@ from app.control.actions import Operator, WrongState
 from app.control.batches import BatchView
 from app.db.session import new_session, transaction
 from app.wakeup_broker import WakeupRedisBroker
-from chunking import Batches, BatchMembers, ChunkRun, FailureKind
+from chunking import Batches, BatchMembers, ChunkRun
 from chunking.batch_progress import BatchProgress
 from pipelines.batches import BATCHES
+from tests.support.batches import a_batch
 from tests.unit.test_control_api import QUEUE, an_actor_of, api, audited, token  # noqa: F401
 from tests.unit.test_metrics_web import scrape, value
 
@@ -54,25 +55,6 @@ def progress(**changes: Any) -> BatchProgress:
         "completed_at": None, "cancelled_at": None,
     }  # fmt: skip
     return BatchProgress(**{**fields, **changes})
-
-
-def a_batch(members: int, *, failed: int = 0, succeeded: int = 0, seal: bool = True) -> str:
-    """A batch on the test's Redis with ``members`` reserved, the first ones settled."""
-    batch_id = BATCHES.create(name="statements")
-    BATCHES.reserve(batch_id, members)
-    for ordinal in range(failed):
-        BATCHES.settle(
-            batch_id,
-            ordinal,
-            failed=FailureKind.DEAD_LETTERED,
-            reason=f"RuntimeError: member {ordinal} failed",
-            message_id=f"m-{ordinal}",
-        )
-    for ordinal in range(failed, failed + succeeded):
-        BATCHES.settle(batch_id, ordinal)
-    if seal:
-        BATCHES.seal(batch_id)
-    return batch_id
 
 
 def members_in_redis(redis_url: str, batch_id: str, count: int) -> list[Message[Any]]:

@@ -17,18 +17,12 @@ import dramatiq.broker
 import pytest
 from click.testing import CliRunner
 from dramatiq.brokers.stub import StubBroker
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from app.cli.main import main
-from app.control import tokens
-from app.db.session import transaction
 from app.middleware.fleet import worker_id
 from app.rabbitmq import FintaskRabbitmqBroker
 from app.settings import SettingsError, load_settings
-from app.web import control
-from app.web.errors import install_error_handlers
+from tests.unit.test_control_api import api, token  # noqa: F401  (api: a fixture)
 
 PASSWORD = "hunter2"
 REFUSAL = (
@@ -103,20 +97,6 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'fintask.db'}"
 
 
-@pytest.fixture
-def api(database: Engine, redis_env: str) -> TestClient:
-    app = FastAPI()
-    app.include_router(control.router)
-    install_error_handlers(app)
-    return TestClient(app, raise_server_exceptions=False)
-
-
-def bearer(role: str) -> dict[str, str]:
-    with transaction() as session:
-        secret, _ = tokens.create_token(session, name=f"{role}-token", role=role)
-    return {"Authorization": f"Bearer {secret}"}
-
-
 @pytest.mark.parametrize(
     ("method", "path", "feature"),
     [
@@ -128,9 +108,13 @@ def bearer(role: str) -> dict[str, str]:
     ],
 )
 def test_the_api_answers_a_redis_only_feature_on_rabbitmq_with_409_saying_why(
-    api, on_rabbitmq, method, path, feature
+    api,  # noqa: F811  (the fixture imported above)
+    on_rabbitmq,
+    method,
+    path,
+    feature,
 ):
-    answer = getattr(api, method)(path, headers=bearer("operator"))
+    answer = getattr(api, method)(path, headers=token("operator"))
 
     assert answer.status_code == 409
     assert answer.json()["detail"] == f"{feature} {REFUSAL}"

@@ -8,29 +8,18 @@ from __future__ import annotations
 import re
 from html import unescape
 
-from chunking import FailureKind
 from pipelines.batches import BATCHES
+from tests.support import batches
 from tests.support.console import act, audited, flash, row, signed_in
 
 _NEXT = re.compile(r'href="([^"]+)" data-page="next"')
 
 
-def a_batch(members: int, *, failed: int = 0, succeeded: int = 0) -> str:
-    """A sealed batch of ``members``, its first ``failed`` dead-lettered, then ``succeeded``."""
-    batch_id = BATCHES.create(name="statements")
-    BATCHES.reserve(batch_id, members)
-    for ordinal in range(failed):
-        BATCHES.settle(
-            batch_id,
-            ordinal,
-            failed=FailureKind.DEAD_LETTERED,
-            reason=f"DeliveryError: ada@example.com refused member {ordinal}",
-            message_id=f"m-{ordinal}",
-        )
-    for ordinal in range(failed, failed + succeeded):
-        BATCHES.settle(batch_id, ordinal)
-    BATCHES.seal(batch_id)
-    return batch_id
+def a_batch(members: int, **counts: int) -> str:
+    """A sealed batch whose failed members' reasons hold an e-mail address the pages mask."""
+    return batches.a_batch(
+        members, reason="DeliveryError: ada@example.com refused member {ordinal}", **counts
+    )
 
 
 def test_the_batches_page_shows_each_batchs_bar_counts_rate_and_eta(database, redis_env):
