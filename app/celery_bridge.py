@@ -19,8 +19,9 @@ unacked hash, as Celery's workers do.
 A task the bridge cannot hand on is dead-lettered at once with the reason, under the
 ``celery_bridge`` queue's dead letters (``fintask dlq``, the console): a serializer other than
 JSON (never deserialized), a task name no actor is mapped to, arguments that do not fit the
-actor, a chain or callbacks, or a message the guardrails refuse (``validate_message``:
-personal data, size). A dead letter keeps the task's headers, not its arguments.
+actor, a chain or callbacks, or a message the guardrails refuse (``validate_message``, which
+the broker's ``Guardrails`` runs at the enqueue: personal data, size). A dead letter keeps
+the task's headers, not its arguments.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from kombu.message import Message as KombuMessage
 
 from app.celery_protocol import BRIDGE_QUEUE, CeleryTask, delivery_of, read_task, task_identity
 from app.dead_letters import binding_problem, keep_dead_letter
-from app.middleware.guardrails import MessageRejected, validate_message
+from app.middleware.guardrails import MessageRejected
 from app.middleware.locks import AlreadyPending
 from app.settings import hide_credentials
 
@@ -84,7 +85,6 @@ class CeleryBridge:
       celery_url(str): the Celery producers' broker, ``redis://`` or ``rediss://``.
       queue_name(str): the Celery queue to consume (Celery's default is ``celery``).
       visibility_timeout_ms(int): how old a held message is when a bridge takes it back.
-      max_message_bytes(int): the guardrails' limit (``MAX_MESSAGE_BYTES``).
     """
 
     def __init__(
@@ -96,7 +96,6 @@ class CeleryBridge:
         celery_url: str,
         queue_name: str,
         visibility_timeout_ms: int = DEFAULT_VISIBILITY_TIMEOUT_MS,
-        max_message_bytes: int,
     ) -> None:
         self.broker = broker
         self.tasks = tasks
@@ -104,7 +103,6 @@ class CeleryBridge:
         self.celery_url = celery_url
         self.queue_name = queue_name
         self.visibility_timeout_ms = visibility_timeout_ms
-        self.max_message_bytes = max_message_bytes
         self.dead_message_ttl_ms: int = getattr(
             broker, "dead_message_ttl", DEFAULT_DEAD_MESSAGE_TTL
         )
@@ -214,8 +212,7 @@ class CeleryBridge:
             message_id=task.task_id,
             message_timestamp=int(now.timestamp() * 1000),
         )
-        try:
-            validate_message(fintask_message, max_bytes=self.max_message_bytes)
+        try:  # the broker's Guardrails check the message (validate_message) before it enqueues
             self.broker.enqueue(fintask_message, delay=delivery.delay_ms)
         except MessageRejected as error:
             self.refuse(message, str(error))

@@ -100,7 +100,6 @@ def celery(
         celery_url=broker_url,
         queue_name=queue_name,
         visibility_timeout_ms=visibility_timeout_ms,
-        max_message_bytes=load_settings().max_message_bytes,
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
