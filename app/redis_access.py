@@ -149,12 +149,8 @@ def check_redis_access(url: str, *, process_type: str) -> None:
         try:
             client.ping()
         except redis.ConnectionError as error:
-            if isinstance(error.__context__, ssl.SSLCertVerificationError):
-                reason = (
-                    f"the server's certificate did not verify ({error}); give its CA as "
-                    "?ssl_ca_certs=CA_FILE if it is not one of the system's"
-                )
-                raise _refused(url, reason) from None
+            if _unverified(error):
+                raise _refused(url, _unverified_reason("server's certificate", error)) from None
             return  # not answering: the process waits for it, as for any outage
         username = client.connection_pool.connection_kwargs.get("username")
         if username not in (None, "default"):
@@ -163,9 +159,22 @@ def check_redis_access(url: str, *, process_type: str) -> None:
         client.close()
 
 
+def _unverified(error: redis.ConnectionError) -> bool:
+    """Whether ``error`` is a TLS peer whose certificate this process does not trust."""
+    return isinstance(error.__context__, ssl.SSLCertVerificationError)
+
+
+def _unverified_reason(whose: str, error: redis.ConnectionError) -> str:
+    return (
+        f"the {whose} did not verify ({error}); give its CA as ?ssl_ca_certs=CA_FILE if it is "
+        "not one of the system's"
+    )
+
+
 def _check_sentinels(url: str) -> None:
     master, sentinel = sentinel_manager(url)
     errors: list[str] = []
+    unverified: redis.ConnectionError | None = None
     known: set[str] = set()
     for node in sentinel.sentinels:
         kwargs = node.get_connection_kwargs()
@@ -174,8 +183,12 @@ def _check_sentinels(url: str) -> None:
             known.update(masters if isinstance(masters, dict) else ())
         except redis.RedisError as error:
             errors.append(f"{kwargs['host']}:{kwargs['port']}: {error}")
+            if isinstance(error, redis.ConnectionError) and _unverified(error):
+                unverified = error
     sentinel.close()
     if len(errors) == len(sentinel.sentinels):
+        if unverified is not None:
+            raise _refused(url, _unverified_reason("sentinels' certificate", unverified))
         raise _refused(url, f"no sentinel answered ({'; '.join(errors)})")
     if master not in known:
         monitored = ", ".join(sorted(known)) or "none"

@@ -1,7 +1,9 @@
 """``python -m bench``: every scenario against one private Redis, repeated, then the report.
 
 ``make bench`` runs the quick sizes (minutes on 2 cores); ``make bench FULL=1`` the full ones
-(10^6 users, windows of 30 to 60 s). ``--only`` runs some scenarios, by key. ``--publish``
+(10^6 users, windows of 30 to 60 s). ``--only`` runs some scenarios, by key. ``--rabbitmq``
+starts a private RabbitMQ node too, and fintask on it joins the throughput, latency and real
+work scenarios as one more system (``app.rabbitmq``, Redis for the rest). ``--publish``
 (``make bench PUBLISH=1``) writes ``bench/results/<mode>/`` and refuses a work tree with
 changes unless ``--allow-dirty``; without it the report goes to the self-ignoring
 ``bench/results/local-<mode>/``. Either way the samples, latency histograms, command lines,
@@ -12,16 +14,20 @@ workers' logs, package versions, Redis ``INFO`` and machine are kept beside the 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
+from app.local.rabbitmq_server import RabbitmqServer
 from app.local.redis_server import RedisServer
 from app.settings import PROJECT_ROOT
 from bench.harness import Bench, CommandLine, Sample
@@ -39,6 +45,7 @@ from bench.publish import (
 )
 from bench.report import RunInfo, write_report
 from bench.scenarios import SCENARIOS, scenarios_named
+from bench.systems.system import RABBITMQ_VARIABLE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Repetitions by default. Quick mode's budget is 10 minutes on 2 cores, and its ~55 worker
@@ -67,6 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="members of the batch scenario's batch (default 10^4 quick, 10^6 full)",
+    )
+    parser.add_argument(
+        "--rabbitmq",
+        action="store_true",
+        help="start a private RabbitMQ node: fintask on it joins the scenarios",
     )
     parser.add_argument(
         "--publish",
@@ -103,6 +115,21 @@ def refusal(changes: list[str]) -> str:
     )
 
 
+@contextmanager
+def rabbitmq_node(wanted: bool) -> Iterator[None]:
+    """A RabbitMQ node of this run's own, named to the scenarios by ``BENCH_RABBITMQ_URL``
+    while it runs (without ``--rabbitmq``, a URL already in the environment is used as is)."""
+    if not wanted:
+        yield
+        return
+    with RabbitmqServer() as node:
+        os.environ[RABBITMQ_VARIABLE] = node.url()
+        try:
+            yield
+        finally:
+            del os.environ[RABBITMQ_VARIABLE]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
@@ -122,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="fintask-bench-") as tmp,
         RedisServer(data_dir=Path(tmp), persistent=False) as server,
+        rabbitmq_node(args.rabbitmq),
     ):
         with redis.Redis.from_url(server.url) as client:
             redis_version = str(client.info("server")["redis_version"])
@@ -154,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         redis_info = redis_info_text(server.url)
     mode = "full" if args.full else "quick"
     name = mode if not args.only else f"{mode}-{args.only.replace(',', '-')}"
+    name += "-rabbitmq" if args.rabbitmq else ""
     command = "make bench" + (" FULL=1" if args.full else "")
     exact = shlex.join([".venv/bin/python", "-m", "bench", *argv])
-    if args.only or args.repeats != default_repeats(args.full):
+    if args.only or args.rabbitmq or args.repeats != default_repeats(args.full):
         command = exact
     info = RunInfo(
         command=command,

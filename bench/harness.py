@@ -13,6 +13,7 @@ repetitions and states the spread.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
@@ -259,16 +260,19 @@ class TimeSeries:
     """Values of named probes sampled every ``interval_s`` while a block runs.
 
     Used for what only a series shows: a queue's depth over time, Redis memory, database
-    queries per second. The peak of each probe is its maximum sample.
+    queries per second. The peak of each probe is its maximum sample. A probe that fails (a
+    Redis busy past the client's timeout with a system's big command) leaves a gap, NaN,
+    counted in ``missed``: one late answer must not end the series for the rest of the run.
     """
 
     interval_s: float = 0.2
     times: list[float] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
+    missed: dict[str, int] = field(default_factory=dict)
 
     def peak(self, name: str) -> float:
-        """The largest sample of probe ``name`` (0 when never sampled)."""
-        return max(self.values.get(name, [0.0]), default=0.0)
+        """The largest sample of probe ``name`` (0 when never sampled), gaps left out."""
+        return max((v for v in self.values.get(name, []) if not math.isnan(v)), default=0.0)
 
     @contextmanager
     def sampling(self, probes: dict[str, Callable[[], float]]) -> Iterator[TimeSeries]:
@@ -279,7 +283,14 @@ class TimeSeries:
         def sample() -> None:
             self.times.append(time.monotonic() - started)
             for name, probe in probes.items():
-                self.values.setdefault(name, []).append(float(probe()))
+                try:
+                    value = float(probe())
+                except Exception as error:
+                    value = math.nan
+                    self.missed[name] = self.missed.get(name, 0) + 1
+                    if self.missed[name] == 1:
+                        print(f"    (probe {name!r} missed a sample: {error!r})", file=sys.stderr)
+                self.values.setdefault(name, []).append(value)
 
         def loop() -> None:
             while not stop.wait(self.interval_s):

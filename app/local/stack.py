@@ -53,9 +53,22 @@ class LocalStack:
         """Where the ``web`` process answers."""
         return f"http://127.0.0.1:{self.env['WEB_PORT']}"
 
-    def start(self, *, timeout_s: float = 60.0) -> LocalStack:
-        """Start everything and return once the web process reports healthy."""
+    def start(self, *, timeout_s: float = 120.0) -> LocalStack:
+        """Start everything and return once the web process reports healthy.
+
+        If any of it fails (the web never healthy on a loaded machine, a migration refused),
+        what was started is stopped before the error goes up: a failed demo leaves no Redis
+        and no process behind.
+        """
         self.var_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout_s: float) -> None:
         if self._redis_url is None:
             self._redis = RedisServer(data_dir=self.var_dir / "redis").start()
         base = {
@@ -79,7 +92,6 @@ class LocalStack:
             )
         if "web" in self.process_types:
             self._wait_healthy(timeout_s)
-        return self
 
     def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -39,7 +39,7 @@ from bench.systems import (
     purge,
     wait_until_count,
 )
-from bench.systems.families import FAMILIES, TAX_SHAPE, tax_grid
+from bench.systems.families import TAX_SHAPE, families, tax_grid
 
 #: The throughput sweep's cases: one per setting (this prefix and the knobs), and each family
 #: at its best.
@@ -273,11 +273,11 @@ def run_throughput(bench: Bench) -> None:
     """Scenario 1: every setting of every family's sweep, then each family at its best."""
     size = sizes(bench)
     results: dict[str, Drain] = {}
-    grid = [(family, system) for family in FAMILIES for system in family.grid(bench.full)]
+    grid = [(family, system) for family in families() for system in family.grid(bench.full)]
     for family, system in bench.order(grid):
         results[system.name] = drain(bench, system, size.messages, "throughput", size.window_s)
         record_sweep(bench, "throughput", family.name, system, results[system.name])
-    for family in FAMILIES:
+    for family in families():
         best = max(family.grid(bench.full), key=lambda s: results[s.name].drain_rate)
         record_drain(
             bench, "throughput", BEST_CASE, family.name, results[best.name], best.setting()
@@ -306,7 +306,7 @@ def best_systems(
     """
     rates = _sweep_rates(history, "throughput")
     chosen = []
-    for family in FAMILIES:
+    for family in families():
         measured = {
             system.setting(): system
             for system in (*family.quick, *family.full)
@@ -335,7 +335,7 @@ def _equivalent(a: System, b: System) -> bool:
 def _swept_before(bench: Bench, system: System) -> float | None:
     """The throughput sweep's median drain rate of a set-up equivalent to ``system``, if any."""
     rates = _sweep_rates(bench.history, "throughput")
-    for family in FAMILIES:
+    for family in families():
         for earlier in family.grid(bench.full):
             key = (family.name, earlier.setting())
             if key in rates and _equivalent(earlier, system):

@@ -32,6 +32,9 @@ RATE_VARIABLE = "BENCH_RATE_LIMIT"
 TAG_VARIABLE = "BENCH_RATE_LIMIT_TAG"
 #: The task's name, the same in every system's worker module.
 TASK = "rate_limited"
+#: fintask's worker keeps a deferred message's reserved slot (µs, Redis's clock) under this
+#: option for the task, which records how long after its slot it started.
+SLOT_COPY = "bench_rate_limit_slot"
 WARM_UP_S = 1.0
 #: The steady window's length per mode: quick mode's 60 starts at the limit show the trend.
 QUICK_WINDOW_S = 3.0
@@ -76,12 +79,23 @@ def retries_key(tag: str) -> str:
     return f"bench:rate_limit:{tag}:retries"
 
 
-def record_start(client: redis.Redis, tag: str, *, retries: int = 0) -> None:
-    """What the task does: note its start time (and any retries its message spent)."""
+def lateness_key(tag: str) -> str:
+    """The list of ``start,seconds after its slot`` of fintask's deferred messages."""
+    return f"bench:rate_limit:{tag}:late"
+
+
+def record_start(
+    client: redis.Redis, tag: str, *, retries: int = 0, slot_us: int | None = None
+) -> None:
+    """What the task does: note its start time (and any retries its message spent, and how
+    long after the slot it reserved a deferred message started)."""
+    started = time.time()
     pipeline = client.pipeline(transaction=False)
-    pipeline.rpush(starts_key(tag), repr(time.time()))
+    pipeline.rpush(starts_key(tag), repr(started))
     if retries:
         pipeline.incrby(retries_key(tag), retries)
+    if slot_us is not None:
+        pipeline.rpush(lateness_key(tag), f"{started!r},{started - slot_us / 1e6!r}")
     pipeline.execute()
 
 
@@ -92,9 +106,14 @@ def fill(bench: Bench, system: System, tag: str, count: int) -> None:
     producer.close()
 
 
+def starts_in_the_second_from(starts: list[float]) -> list[int]:
+    """For each of the sorted ``starts``, how many starts the second it opens holds."""
+    return [bisect.bisect_left(starts, t + 1.0) - i for i, t in enumerate(starts)]
+
+
 def busiest_second(starts: list[float]) -> int:
     """The most starts within any one second of the sorted ``starts``."""
-    return max((bisect.bisect_left(starts, t + 1.0) - i for i, t in enumerate(starts)), default=0)
+    return max(starts_in_the_second_from(starts), default=0)
 
 
 @dataclass
@@ -150,11 +169,42 @@ def measure(bench: Bench, client: redis.Redis, one: Run, count: int, window_s: f
     bench.record(KEY, CASE, "configured rate", "msg/s", name, RATE)
     bench.record(KEY, CASE, "error vs configured", "%", name, 100 * (observed - RATE) / RATE)
     bench.record(KEY, CASE, "busiest second", "starts", name, busiest_second(steady))
+    late = [
+        (float(start), float(after))
+        for start, after in (
+            entry.decode().split(",") for entry in client.lrange(lateness_key(one.tag), 0, -1)
+        )
+        if one.opens <= float(start) < one.closes
+    ]
+    if late:
+        record_lateness(bench, name, steady, late)
     if one.system.kind != "celery":
         dead = client.zcard(dead_letters_key(queue_name(one.tag)))
         retries = int(client.get(retries_key(one.tag)) or 0)
         bench.record(KEY, CASE, "dead-lettered", "messages", name, dead)
         bench.record(KEY, CASE, "retries spent", "retries", name, retries)
+
+
+def busiest_second_opens(starts: list[float]) -> float:
+    """When the one second with the most of the sorted ``starts`` begins (its first start)."""
+    counts = starts_in_the_second_from(starts)
+    return starts[counts.index(max(counts))]
+
+
+def record_lateness(
+    bench: Bench, name: str, steady: list[float], late: list[tuple[float, float]]
+) -> None:
+    """How long after their reserved slots deferred messages started: over the window, and
+    within its busiest second (where the bunch comes from)."""
+    after_ms = sorted(1000 * after for _, after in late)
+    opens = busiest_second_opens(steady)
+    in_busiest = [1000 * after for start, after in late if opens <= start < opens + 1.0]
+    bench.record(KEY, CASE, "start after slot, median", "ms", name, after_ms[len(after_ms) // 2])
+    bench.record(KEY, CASE, "start after slot, max", "ms", name, after_ms[-1])
+    if in_busiest:
+        median = sorted(in_busiest)[len(in_busiest) // 2]
+        bench.record(KEY, CASE, "start after slot, busiest second's median", "ms", name, median)
+    bench.record(KEY, CASE, "busiest second, from the window's start", "s", name, opens - steady[0])
 
 
 def verdicts(medians: Medians) -> list[str]:

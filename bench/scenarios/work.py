@@ -43,7 +43,7 @@ from bench.scenarios.noop import (
     starts,
 )
 from bench.systems import CountedReads, RedisCost, System, Workers, wait_until_count
-from bench.systems.families import FAMILIES
+from bench.systems.families import families
 from bench.work import SINK_VARIABLE, Sink, payload
 
 
@@ -145,7 +145,7 @@ def run(bench: Bench) -> None:
     best = best_systems(bench.history, bench)
     tried = {
         family.name: tried_settings(system, family.grid(bench.full))
-        for family, (system, _) in zip(FAMILIES, best, strict=True)
+        for family, (system, _) in zip(families(), best, strict=True)
     }
     outcomes: dict[str, dict[str, tuple[float, Cost]]] = {}
     runs = [(family, system) for family, systems in tried.items() for system in systems]

@@ -145,10 +145,17 @@ FINTASK_RABBITMQ = Family(
     dramatiq_grid("fintask on RabbitMQ", "fintask-rabbitmq", [(2, 8)], (16, 32)),
     dramatiq_grid("fintask on RabbitMQ", "fintask-rabbitmq", FULL_SHAPES, (8, 16, 32, 64)),
 )
-#: Every family a run compares; fintask on RabbitMQ only when the run is given a node.
-FAMILIES = (FINTASK, DRAMATIQ, CELERY, TASKIQ, HUEY, ARQ, RQ) + (
-    (FINTASK_RABBITMQ,) if os.environ.get(RABBITMQ_VARIABLE) else ()
-)
+#: Every family a run compares on Redis.
+REDIS_FAMILIES = (FINTASK, DRAMATIQ, CELERY, TASKIQ, HUEY, ARQ, RQ)
+
+
+def families() -> tuple[Family, ...]:
+    """Every family this run compares: fintask on RabbitMQ too when the run has a node
+    (``--rabbitmq``, or ``BENCH_RABBITMQ_URL`` naming one), which is known once it started."""
+    if os.environ.get(RABBITMQ_VARIABLE):
+        return (*REDIS_FAMILIES, FINTASK_RABBITMQ)
+    return REDIS_FAMILIES
+
 
 #: The middleware tax's four rows: (broker, middleware) by row name, the kinds that build them.
 TAX_ROWS = {

@@ -22,7 +22,7 @@ from app.redis_client import get_redis
 from app.settings import CONFIGURATION_ERROR_EXIT, SettingsError
 from app.web import create_app
 from tests.support.processes import running, wait_until
-from tests.support.rabbitmq import RabbitmqServer
+from app.local.rabbitmq_server import RabbitmqServer
 from tests.support.rabbitmq_actors import QUEUE, RETRIES
 from tests.support.rabbitmq_workers import (
     alive_workers,

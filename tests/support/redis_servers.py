@@ -6,7 +6,9 @@ server: a replica of another (``replica_of``), TLS only (``tls``: ``--tls-port``
 from a file (``acl_file``). ``SentinelServer`` is one ``redis-sentinel`` with a config file of
 its own, and ``SentinelDeploy`` the smallest deploy that survives losing its master: a
 master, a replica and three sentinels, all on free loopback ports under one temporary
-directory. Each server is accepted only once it answers as the child the test spawned.
+directory; given ``tls``, every one of them speaks TLS only (replication and the sentinels'
+own links included), for ``rediss+sentinel://`` URLs. Each server is accepted only once it
+answers as the child the test spawned.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class RedisNode(RedisServer):
             arguments += ["--tls-port", str(port), "--tls-cert-file", str(self.tls.server_cert)]
             arguments += ["--tls-key-file", str(self.tls.server_key)]
             arguments += ["--tls-ca-cert-file", str(self.tls.ca_cert), "--tls-auth-clients", "no"]
+            arguments += ["--tls-replication", "yes"]
         if self.replica_of is not None:
             arguments += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         if self.acl_file is not None:
@@ -127,10 +130,15 @@ class RedisNode(RedisServer):
     def _client(self, port: int) -> redis.Redis:
         if self.tls is None:
             return super()._client(port)
-        return redis.Redis(
-            host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(self.tls.ca_cert),
-            socket_timeout=1,
-        )  # fmt: skip
+        return tls_client(port, self.tls, socket_timeout=1)
+
+
+def tls_client(port: int, tls: TLSFiles, *, socket_timeout: float) -> redis.Redis:
+    """A client of the TLS-only server on ``port`` that trusts the test's CA."""
+    return redis.Redis(
+        host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(tls.ca_cert),
+        socket_timeout=socket_timeout,
+    )  # fmt: skip
 
 
 class SentinelServer(RedisServer):
@@ -140,9 +148,10 @@ class SentinelServer(RedisServer):
     (``RedisServer`` hands its config over on stdin).
     """
 
-    def __init__(self, *, directory: Path, master_port: int) -> None:
+    def __init__(self, *, directory: Path, master_port: int, tls: TLSFiles | None = None) -> None:
         super().__init__(data_dir=directory, persistent=False)
         self.master_port = master_port
+        self.tls = tls
 
     def start(self) -> SentinelServer:
         executable = shutil.which("redis-sentinel")
@@ -153,7 +162,7 @@ class SentinelServer(RedisServer):
         for _ in range(self.attempts):
             port = free_port()
             config.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.data_dir}\n"
+                f"{self._listen(port)}bind 127.0.0.1\ndir {self.data_dir}\n"
                 f"logfile {self.data_dir / 'sentinel.log'}\n"
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.master_port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
@@ -170,25 +179,46 @@ class SentinelServer(RedisServer):
         raise RedisServerError(f"redis-sentinel bound no free port in {self.attempts} tries")
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        assert self.port is not None
+        return self._client(self.port, socket_timeout=5)
+
+    def _listen(self, port: int) -> str:
+        """The config lines of where it listens: TLS only (to the master and replicas, and to
+        the other sentinels, too) when the deploy speaks TLS."""
+        if self.tls is None:
+            return f"port {port}\n"
+        return (
+            f"port 0\ntls-port {port}\ntls-cert-file {self.tls.server_cert}\n"
+            f"tls-key-file {self.tls.server_key}\ntls-ca-cert-file {self.tls.ca_cert}\n"
+            "tls-auth-clients no\ntls-replication yes\n"
+        )
+
+    def _client(self, port: int, socket_timeout: float = 1) -> redis.Redis:
+        if self.tls is None:
+            return redis.Redis(host="127.0.0.1", port=port, socket_timeout=socket_timeout)
+        return tls_client(port, self.tls, socket_timeout=socket_timeout)
 
 
 class SentinelDeploy:
     """A master, its replicas (one by default) and three sentinels, for ``redis+sentinel://``
     URLs. After a failover the replicas left follow the new master; the old one stays dead."""
 
-    def __init__(self, directory: Path, *, replicas: int = 1) -> None:
+    def __init__(self, directory: Path, *, replicas: int = 1, tls: TLSFiles | None = None) -> None:
         self.directory = directory
-        self.master = RedisNode(data_dir=directory / "master")
+        self.tls = tls
+        self.master = RedisNode(data_dir=directory / "master", tls=tls)
         self.replica_count = replicas
         self.replicas: list[RedisNode] = []
         self.sentinels: list[SentinelServer] = []
 
     @property
     def url(self) -> str:
-        """``REDIS_URL`` naming the three sentinels and the master."""
+        """``REDIS_URL`` naming the three sentinels and the master (over TLS, trusting the
+        test's CA, if the deploy speaks TLS)."""
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER}/0"
+        if self.tls is None:
+            return f"redis+sentinel://{hosts}/{MASTER}/0"
+        return f"rediss+sentinel://{hosts}/{MASTER}/0?ssl_ca_certs={self.tls.ca_cert}"
 
     def start(self) -> SentinelDeploy:
         """Start every server; return once the sentinels see each other and the replica."""
@@ -196,10 +226,13 @@ class SentinelDeploy:
         assert self.master.port is not None
         for number in range(self.replica_count):
             directory = self.directory / f"replica-{number}"
-            self.replicas.append(RedisNode(data_dir=directory, replica_of=self.master.port).start())
+            replica = RedisNode(data_dir=directory, replica_of=self.master.port, tls=self.tls)
+            self.replicas.append(replica.start())
         for number in range(3):
             directory = self.directory / f"sentinel-{number}"
-            sentinel = SentinelServer(directory=directory, master_port=self.master.port)
+            sentinel = SentinelServer(
+                directory=directory, master_port=self.master.port, tls=self.tls
+            )
             self.sentinels.append(sentinel.start())
         wait_until(self._ready, timeout_s=READY_TIMEOUT_S, what="sentinels to see it all")
         return self

@@ -13,13 +13,13 @@ from bench.harness import Sample
 from bench.scenarios import noop
 from bench.scenarios.noop import BEST_CASE, best_systems, queue_of, sweep_case
 from bench.systems import System
-from bench.systems.families import FAMILIES, TAX_ROWS, tax_grid
+from bench.systems.families import TAX_ROWS, families, tax_grid
 from bench.work import IO_DELAYS_MS, io_delay_ms, payload
 
 
 def test_every_setting_of_every_sweep_has_a_name_and_a_queue_of_its_own() -> None:
     # Given every family's quick and full grid, and the tax's
-    systems = [s for f in FAMILIES for s in (*f.quick, *f.full)]
+    systems = [s for f in families() for s in (*f.quick, *f.full)]
     systems += [s for full in (False, True) for grid in tax_grid(full).values() for s in grid]
 
     # Then a name and queue name tell two different set-ups apart...
@@ -70,7 +70,7 @@ def _sweep_sample(family: str, system: System, value: float) -> Sample:
 def test_best_systems_takes_each_familys_best_median_setting_named_as_the_family() -> None:
     # Given two repetitions of every family's quick sweep, the second setting faster
     history = []
-    for family in FAMILIES:
+    for family in families():
         for rank, system in enumerate(family.quick):
             history += [_sweep_sample(family.name, system, 100.0 * (rank + 1) + r) for r in (0, 2)]
     history.append(Sample("throughput", BEST_CASE, "drain rate", "msg/s", "Huey", 1e9))
@@ -79,8 +79,8 @@ def test_best_systems_takes_each_familys_best_median_setting_named_as_the_family
     best = best_systems(history)
 
     # Then each family's last quick setting wins, at its median rate, under the family's name
-    assert [system.name for system, _ in best] == [family.name for family in FAMILIES]
-    for (system, rate), family in zip(best, FAMILIES, strict=True):
+    assert [system.name for system, _ in best] == [family.name for family in families()]
+    for (system, rate), family in zip(best, families(), strict=True):
         assert system.setting() == family.quick[-1].setting()
         assert rate == 100.0 * len(family.quick) + 1
 

@@ -1,11 +1,12 @@
-"""A throwaway RabbitMQ node for tests: Debian's ``rabbitmq-server`` on free loopback ports, with a
-node name, data, logs, config, Erlang cookie (a private ``HOME``) and ``epmd`` of its own.
+"""A throwaway RabbitMQ node for tests and the benchmark (``python -m bench --rabbitmq``):
+Debian's ``rabbitmq-server`` on free loopback ports, with a node name, data, logs, config,
+Erlang cookie (a private ``HOME``) and ``epmd`` of its own.
 
 Nothing of the machine's is used or touched: not the default ports (5672, 25672, 4369), not a
 system node or epmd, not ``/etc/rabbitmq``. The node's ``cluster_name`` is a token made for it,
 which its AMQP greeting repeats: a port answered by someone else's server is never taken for
-ours. Both processes are children of the test run, stopped by pid (RabbitMQ takes a few seconds
-to stop: it flushes its queues to disk).
+ours. Both processes are children of the process that started them, stopped by pid (RabbitMQ
+takes a few seconds to stop: it flushes its queues to disk).
 """
 
 from __future__ import annotations
