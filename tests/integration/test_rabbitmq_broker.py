@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 import redis
+from dramatiq import Message
 from fastapi.testclient import TestClient
 
+from app.db.migrate import upgrade
 from app.local.ports import free_port
+from app.local.rabbitmq_server import RabbitmqServer
 from app.local.redis_server import RedisServer
 from app.rabbitmq import FintaskRabbitmqBroker, check_connection
 from app.redis_client import get_redis
 from app.settings import CONFIGURATION_ERROR_EXIT, SettingsError
 from app.web import create_app
 from tests.support.processes import running, wait_until
-from app.local.rabbitmq_server import RabbitmqServer
 from tests.support.rabbitmq_actors import QUEUE, RETRIES
 from tests.support.rabbitmq_workers import (
     alive_workers,
@@ -166,3 +168,29 @@ def test_healthz_names_the_broker_when_the_messages_go_to_rabbitmq(
     assert (up.status_code, up.json()["broker"], up.json()["redis"]) == (200, "ok", "ok")
     assert (down.status_code, down.json()["broker"]) == (503, "error: unreachable")
     assert "hunter2" not in down.text
+
+
+def test_purging_a_queue_on_rabbitmq_deletes_its_ready_messages_and_keeps_its_delayed_ones(
+    rabbitmq_server, redis_server, producer, tmp_path
+):
+    # Given a queue no worker consumes, with three messages ready and one delayed
+    queue = "digests"
+    before = producer.message_counts(queue)
+    for _ in range(3):
+        producer.enqueue(Message(queue, "stamp", (), {}, {}))
+    producer.enqueue(Message(queue, "stamp", (), {}, {}), delay=600_000)
+    database_url = f"sqlite:///{tmp_path / 'audit.db'}"  # the operator's actions are audited
+    upgrade(database_url)
+    urls = {
+        "REDIS_URL": redis_server.url,
+        "BROKER_URL": rabbitmq_server.url(),
+        "DATABASE_URL": database_url,
+    }
+
+    # When an operator purges it
+    purged = fintask_json("queues", "purge", queue, "--yes", **urls)
+
+    # Then the ready ones are gone, counted, and the delayed one waits for its eta
+    assert purged == {"queue_name": queue, "purged": before[0] + 3}
+    ready, delayed, _ = producer.message_counts(queue)
+    assert (ready, delayed) == (0, before[1] + 1)

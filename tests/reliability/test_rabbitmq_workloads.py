@@ -17,6 +17,7 @@ two processes each write at once); Redis keeps the batch, the rate limits and th
 from __future__ import annotations
 
 import collections
+import json
 import subprocess
 import uuid
 from contextlib import ExitStack
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from app.db.migrate import upgrade
 from app.db.models import User
 from app.local.ports import free_port
+from app.local.rabbitmq_server import RabbitmqServer
 from app.local.seed import seed
 from app.local.sinks import HttpSink, SmtpSink, read_records
 from app.rabbitmq import FintaskRabbitmqBroker
@@ -38,10 +40,10 @@ from pipelines import reports
 from tests.support.postgres import PostgresServer
 from tests.support.processes import VENV_BIN, dramatiq_worker, running, wait_until
 from tests.support.procfile import procfile_env, procfile_worker
-from app.local.rabbitmq_server import RabbitmqServer
 from tests.support.rabbitmq_workers import fintask_json
 from tests.support.refresh_stack import (
     FLAKY_PROVIDER,
+    accounts_with_insights,
     sandbox_transactions_by_account,
     start_refresh_stack,
     stored_transactions_by_account,
@@ -142,7 +144,8 @@ def test_the_weekly_report_on_rabbitmq_holds_at_the_high_water_mark_then_mails_e
     expected = {"week": WEEK, "sent": len(active), "expired": 0, "failed": 0}
     assert finished.summary == expected
     (post,) = read_records(posts)
-    assert post["json"] == expected
+    assert json.loads(post["json"]["body"]) == expected
+    assert post["json"]["subject"] == f"Weekly report {WEEK}: final tally"
     assert post["idempotency_key"] == idempotency_key(f"weekly-report-tally:{finished.id}")
     with engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(ChunkRun)) == 1
@@ -173,9 +176,14 @@ def test_refreshes_on_rabbitmq_finish_with_every_transaction_stored_once(
         with running(worker, stack.env, tmp_path / "worker.log"):
             jobs = wait_finished(stack, [r.headers["Location"] for r in first], timeout_s=240)
             wait_until(
+                lambda: accounts_with_insights(stack) == ACCOUNTS,
+                timeout_s=120,
+                what="every account's insights",
+            )
+            wait_until(
                 lambda: not pending(counts(broker, names)), timeout_s=120, what="empty queues"
             )
-        # (once the worker is gone, RabbitMQ holds again whatever it had fetched)
+        # (once the worker is gone, RabbitMQ would hold again whatever it had still fetched)
         after = counts(broker, names)
         broker.close()
         stats = stack.sandbox_stats()

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import redis
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select
 
 from app.db.migrate import upgrade
-from app.db.models import ProviderAccount, Transaction, User
+from app.db.models import MonthlyBalance, ProviderAccount, Transaction, User
 from app.db.session import create_db_engine
 from app.local.ports import free_port, wait_for_port
 from app.local.supervisor import procfile_commands
@@ -218,3 +218,14 @@ def sandbox_transactions_by_account(stack: Stack) -> list[list[tuple[str, Decima
         sorted((t.id, Decimal(t.amount)) for t in expected_transactions(f"acc-{n}-0"))
         for n in range(1, len(stack.accounts) + 1)
     ]
+
+
+def accounts_with_insights(stack: Stack) -> int:
+    """How many of the stack's accounts have their insights computed (monthly balances)."""
+    engine = create_db_engine(stack.database_url)
+    try:
+        with engine.connect() as connection:
+            count = select(func.count(distinct(MonthlyBalance.account_id)))
+            return int(connection.scalar(count) or 0)
+    finally:
+        engine.dispose()
