@@ -22,10 +22,10 @@ import redis
 
 from app.blob_crypto import new_key_entry
 from app.broker import setup_broker
+from app.local.rabbitmq_server import RabbitmqServer
 from app.local.redis_server import RedisServer
 from app.redis_client import get_redis
 from tests.support.postgres import PostgresServer
-from app.local.rabbitmq_server import RabbitmqServer
 
 # The raw blobs' key of this session, for its flows and the processes its tests start.
 os.environ["BLOB_KEYS"] = new_key_entry("test")

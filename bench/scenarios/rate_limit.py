@@ -18,6 +18,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import redis
 
@@ -169,11 +170,11 @@ def measure(bench: Bench, client: redis.Redis, one: Run, count: int, window_s: f
     bench.record(KEY, CASE, "configured rate", "msg/s", name, RATE)
     bench.record(KEY, CASE, "error vs configured", "%", name, 100 * (observed - RATE) / RATE)
     bench.record(KEY, CASE, "busiest second", "starts", name, busiest_second(steady))
+    entries = cast(list[bytes], client.lrange(lateness_key(one.tag), 0, -1))
+    pairs = (entry.decode().split(",") for entry in entries)
     late = [
         (float(start), float(after))
-        for start, after in (
-            entry.decode().split(",") for entry in client.lrange(lateness_key(one.tag), 0, -1)
-        )
+        for start, after in pairs
         if one.opens <= float(start) < one.closes
     ]
     if late:
