@@ -10,13 +10,16 @@ Redis's clock, so the limit holds across every worker process and host.
 
 Starts are spaced one interval apart (after the middleware's ``burst``). A deferred
 message reserves its slot, so it is deferred once, and never starts before that slot; it can
-start late, because Dramatiq moves a due delayed message to its queue only when its consumer
-next polls (up to ``dramatiq_worker_timeout``, 1 s by default). Late returns can bunch: over
-any W seconds, at most ``rate x (W + lateness) + burst`` starts. Measured at 20/s on
-2 x 8 threads over 30 s: 19.97/s; busiest second 39 starts at the default poll, 23 with
-``dramatiq_worker_timeout=100``. The benchmark's full run saw 121 starts in one second of its
-30 s window (20.6/s over the window): the bound did not hold there, for a reason not yet found
-(``docs/benchmarks.md``, scenario 5). ``max_age`` still counts from the first send: a message whose
+start late: a due delayed message goes back to the *tail* of its queue, so it waits for
+whatever is queued ahead of it (and for its consumer's next poll). Late returns bunch: over
+any W seconds, at most ``rate x (W + lateness) + burst`` starts, where the lateness includes
+the queue's own backlog ahead of the returning message. With a backlog queued before the
+workers start, the first pass over it (deferring every message to its slot) is that backlog:
+the benchmark's full run (``bench/results/full-rate_limit``) saw 133 starts in the second that
+opened its window, whose messages started a median 3.6 s (at most 6.8 s) after their slots;
+20.6/s over the 30 s window. Without a backlog ahead, measured at 20/s on 2 x 8 threads over
+30 s: 19.97/s, busiest second 39 starts at the default poll, 23 with
+``dramatiq_worker_timeout=100``. ``max_age`` still counts from the first send: a message whose
 slot lies beyond it expires (``AgeLimit``) instead of running.
 
 What operators see (the console's Limits page): each deferral is counted per minute
