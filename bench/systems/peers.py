@@ -35,7 +35,16 @@ def ensure_arq() -> None:
         if (ARQ_BIN / "arq").exists():
             return
         subprocess.run(
-            [str(UV), "sync", "--frozen", "--python", "python3", "--project", str(ARQ_PROJECT)],
+            [
+                str(UV),
+                "sync",
+                "--frozen",
+                "--python",
+                "python3",
+                "--compile-bytecode",
+                "--project",
+                str(ARQ_PROJECT),
+            ],
             check=True,
             cwd=PROJECT_ROOT,
         )
