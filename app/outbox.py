@@ -178,7 +178,7 @@ def relay(engine: Engine, *, ids: Sequence[int] | None = None) -> int:
     """Send unsent outbox messages (``ids``, or all older than the grace); return how many went.
 
     Messages leave ``RELAY_BATCH`` at a time, each batch in one Redis round trip per delay
-    (``chunking.enqueue_many``): a chunk that notified 500 users costs one pipelined call. A
+    (``chunking.enqueue_many``): a chunk that notified 500 users costs one script call. A
     row that can never be sent is marked failed with the reason, and the others still leave; a
     broker that cannot be reached fails the batch, whose rows wait for the next relay.
     """

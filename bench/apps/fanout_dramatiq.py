@@ -14,8 +14,8 @@ on the system's broker:
   one ``fanout_page_range`` message), held back while the queue it fills is above the mark;
 - ``fanout_walk(after_id, last_id, per_page)``, what a Dramatiq team writes by hand: read the
   next page by keyset, hold back while the target queue is above the mark, send the page
-  (one message per user through :func:`chunking.enqueue_many`, pipelined, or one page message),
-  then send itself for the next page. Its cursor travels in the message, not in a table.
+  (one message per user through :func:`chunking.enqueue_many`, one round trip, or one page
+  message), then send itself for the next page. Its cursor travels in the message, not in a table.
 
 As a producer (``python -m bench.apps.fanout_dramatiq STRATEGY USERS [--kind dramatiq]``, no
 ``BENCH_SYSTEM``) it builds the kind's application-side broker and either sends one message per

@@ -37,8 +37,8 @@ ONE_PER_CALL = {
 }
 #: How each system sends a batch: its own bulk API where it has one, else the nearest thing.
 BATCHED = {
-    "fintask": "`chunking.enqueue_many` on fintask's broker: the dispatch script pipelined, "
-    "1,000 per round trip, enqueue hooks run per message",
+    "fintask": "`chunking.enqueue_many` on fintask's broker: 1,000 per round trip, one script "
+    "call per queue, enqueue hooks run per message",
     "Dramatiq": "`chunking.enqueue_many` on Dramatiq's own `RedisBroker` (Dramatiq has no "
     "batch send; fintask's helper works on its broker unchanged)",
     "Celery": "kombu 5.7's `Producer.batch()` around `send_task` (pipelined publishes)",

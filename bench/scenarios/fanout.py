@@ -488,7 +488,7 @@ high-water mark ({HIGH_WATER:,} e-mails, quick mode {QUICK_HIGH_WATER:,}; a per-
 pages, the mark divided by {CHUNK_SIZE:,}, at least 1) it sends itself again after
 {BACKPRESSURE_MS} ms (Dramatiq's `delay`, Celery's `countdown`) and stops; otherwise it sends the
 page and then itself for the next one, its cursor in the message. A per-user walker sends its
-page's e-mails pipelined: `chunking.enqueue_many` on Dramatiq's own `RedisBroker` (Dramatiq has no
+page's e-mails together: `chunking.enqueue_many` on Dramatiq's own `RedisBroker` (Dramatiq has no
 batch send of its own), kombu's `Producer.batch()` in Celery; a per-page walker sends one message
 carrying the page's ids. Full mode adds **taskiq, Huey, arq and RQ walkers** (one queue each for
 e-mails, pages and the walker), at the smaller size only (RQ spends about 13 ms of CPU per e-mail

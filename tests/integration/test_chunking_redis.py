@@ -15,7 +15,7 @@ from typing import Any
 
 import dramatiq
 import pytest
-from dramatiq import Middleware
+from dramatiq import Message, Middleware
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 from sqlalchemy import MetaData, create_engine, select
@@ -120,6 +120,48 @@ def test_bulk_enqueued_messages_land_once_each_and_a_real_worker_consumes_them(
     # Then every message was consumed exactly once
     assert counted.values == Counter(range(2_800))
     assert depth(QUEUE) == 0
+
+
+def test_a_bulk_enqueue_stores_each_message_as_dramatiqs_own_enqueue_does(broker, client):
+    # Given messages for two queues, interleaved, one of them with more messages than one Lua
+    # unpack may spread (the broker's limit shrunk to 4 values: two messages per call)
+    other = "bulk_other"
+    messages = [Message(QUEUE if i % 3 else other, "consume", (i,), {}, {}) for i in range(9)]
+    broker._max_unpack_size = lambda: 4
+
+    # When they are bulk-enqueued in one batch
+    assert enqueue_many(broker, messages) == 9
+
+    # Then each queue lists its messages in the order sent, each under its own Redis id, with
+    # the payload Dramatiq's enqueue stores, and the producer's heartbeat, as dispatch.lua keeps
+    for queue in (QUEUE, other):
+        sent = [m for m in messages if m.queue_name == queue]
+        ids = [i.decode() for i in client.lrange(f"dramatiq:{queue}", 0, -1)]
+        stored = [Message.decode(client.hget(f"dramatiq:{queue}.msgs", i)) for i in ids]
+        assert [m.args for m in stored] == [m.args for m in sent]
+        assert [m.message_id for m in stored] == [m.message_id for m in sent]
+        assert [m.options["redis_message_id"] for m in stored] == ids
+    assert client.zscore("dramatiq:__heartbeats__", broker.broker_id) is not None
+
+
+def test_a_bulk_enqueue_runs_dramatiqs_maintenance_when_its_chance_hits(redis_url, client, consume):
+    # Given a worker that died holding a fetched message (its heartbeat long stale), and a
+    # broker whose maintenance chance is certain: the chance is what this test is about
+    dead = "dead-worker"
+    client.hset(f"dramatiq:{QUEUE}.msgs", "held-id", consume.message(-1).encode())
+    client.sadd(f"dramatiq:__acks__.{dead}.{QUEUE}", "held-id")
+    client.zadd("dramatiq:__heartbeats__", {dead: 0})
+    certain = RedisBroker(url=redis_url, maintenance_chance=1_000_000)
+
+    # When a batch is bulk-enqueued through it
+    enqueue_many(certain, [consume.message(i) for i in range(3)])
+
+    # Then the dead worker's message is back on the queue, ahead of the batch: the batch's
+    # first message went through dispatch.lua, which runs the maintenance before its enqueue
+    ids = [i.decode() for i in client.lrange(f"dramatiq:{QUEUE}", 0, -1)]
+    assert len(ids) == 4 and ids[0] == "held-id"
+    assert not client.exists(f"dramatiq:__acks__.{dead}.{QUEUE}")
+    certain.client.close()
 
 
 def test_send_and_bulk_enqueue_both_deliver_every_message(broker, consume, capsys):
