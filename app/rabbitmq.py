@@ -26,6 +26,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.common import q_name
 
+from app.pruned_hooks import PrunedHooks
 from app.settings import SettingsError, hide_credentials
 
 #: How long a connection check waits for RabbitMQ to answer, in seconds.
@@ -86,9 +87,10 @@ def _first_reason(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
 
-class FintaskRabbitmqBroker(RabbitmqBroker):
+class FintaskRabbitmqBroker(PrunedHooks, RabbitmqBroker):
     """Dramatiq's RabbitMQ broker, publishing with confirms, whose consumers fetch nothing
-    from a queue an operator paused.
+    from a queue an operator paused, calling only the middleware hooks that do something
+    (``app.pruned_hooks``).
 
     Publisher confirms (``confirm_delivery``): ``send`` returns once RabbitMQ has the
     message, as a Redis ``send`` returns once Redis has it; without them a message a node

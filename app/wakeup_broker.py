@@ -61,7 +61,9 @@ from app.dead_letters import (
     reason_key,
     runnable_problem,
 )
+from app.group_commit import GroupCommit
 from app.held_messages import HeldMessages
+from app.pruned_hooks import PrunedHooks
 from app.redis_client import as_text, redis_pool
 from chunking import BatchMembers, FailureKind
 from chunking.batches import member_of
@@ -114,6 +116,19 @@ for _ = 1, tonumber(ARGV[4]) do
     fetched[#fetched + 1] = redis.call("hget", queue .. ".msgs", message_id)
 end
 return fetched
+"""
+
+# dispatch.lua's ack, for many messages of one queue in one call: each is dropped from this
+# worker's ack set and, if it was there, from the queue's payloads. KEYS[1]: the namespace.
+# ARGV: now (ms), the queue, the worker (broker) id, then the Redis message ids.
+ACK_SCRIPT = """
+local namespace, now, queue_name, worker_id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+redis.call("zadd", namespace .. ":__heartbeats__", now, worker_id)
+local acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
+local messages = namespace .. ":" .. queue_name .. ".msgs"
+for i = 4, #ARGV do
+    if redis.call("srem", acks, ARGV[i]) > 0 then redis.call("hdel", messages, ARGV[i]) end
+end
 """
 
 # dispatch.lua's maintenance of one queue, without its KEYS: the messages of workers whose
@@ -172,8 +187,9 @@ def block_ms(*, timeout_ms: int, next_eta_ms: int | None, now_ms: int) -> int:
     return max(0, min(timeout_ms, next_eta_ms - now_ms))
 
 
-class WakeupRedisBroker(RedisBroker):
-    """Dramatiq's ``RedisBroker``, plus one wake-up token per enqueued message.
+class WakeupRedisBroker(PrunedHooks, RedisBroker):
+    """Dramatiq's ``RedisBroker``, plus one wake-up token per enqueued message, calling only
+    the middleware hooks that do something (``app.pruned_hooks``).
 
     Takes ``url`` (any ``REDIS_URL``, Sentinel's included), every other ``RedisBroker``
     argument, and ``wake_tokens_max`` (the bound of each wake-up list), ``wake_tokens_ttl_ms``
@@ -202,6 +218,7 @@ class WakeupRedisBroker(RedisBroker):
         self.wake_tokens_max = wake_tokens_max
         self.wake_tokens_ttl_ms = wake_tokens_ttl_ms
         self.fetch_script = self.client.register_script(FETCH_SCRIPT)
+        self.ack_script = self.client.register_script(ACK_SCRIPT)
         self.dead_letter_script = self.client.register_script(DEAD_LETTER_SCRIPT)
         self.maintenance_script = self.client.register_script(MAINTENANCE_SCRIPT)
         # Fetched ids a closed consumer could not put back, by queue: its successor does.
@@ -272,6 +289,11 @@ class WakeupRedisBroker(RedisBroker):
         args: list[str | int] = [current_millis(), queue_name, self.broker_id, count]
         flat = self.fetch_script(keys=[self.namespace], args=args)
         return [(as_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def ack_many(self, queue_name: str, redis_ids: list[str]) -> None:
+        """Dramatiq's ack of each of ``redis_ids`` (fetched by this worker), in one call."""
+        args: list[str | int] = [current_millis(), queue_name, self.broker_id, *redis_ids]
+        self.ack_script(keys=[self.namespace], args=args)
 
     def dead_letter(self, queue_name: str, redis_id: str, reason: str) -> bool:
         """Move a message this worker fetched to the dead letters, keeping ``reason`` with it,
@@ -348,8 +370,8 @@ class WakeupRedisBroker(RedisBroker):
     def add_wake_tokens(self, pipe: redis.client.Pipeline, queue_name: str, count: int) -> None:
         """Queue on ``pipe`` the push of ``count`` tokens, capped, with the list's expiry.
 
-        For producers that pipeline Dramatiq's dispatch calls themselves (bulk enqueue): one
-        call per queue and batch, after the enqueues.
+        For producers that pipeline their own enqueues (``chunking.enqueue_many``): one call
+        per queue and batch, after the enqueues.
         """
         key = self.wake_key(queue_name)
         pipe.rpush(key, *[b"1"] * max(1, min(count, self.wake_tokens_max)))
@@ -366,7 +388,9 @@ class WakeupRedisConsumer(_RedisConsumer):
     Either wait ends at ``timeout`` or when a delayed message it holds comes due.
 
     A fetched payload that is no runnable message is dead-lettered here, with its reason, and
-    the next one is handed out. Acks and requeues are Dramatiq's; nacks keep a reason.
+    the next one is handed out. Acks are Dramatiq's, those the worker threads make at the
+    same time written in one call (``app.group_commit``); requeues are Dramatiq's; nacks keep a
+    reason.
     """
 
     def __init__(
@@ -383,6 +407,7 @@ class WakeupRedisConsumer(_RedisConsumer):
         # with a min-heap of their etas (entries of settled messages are skipped lazily).
         self.etas: dict[str, int] = {}
         self.due: list[tuple[int, str]] = []
+        self.acks = GroupCommit[str](lambda ids: broker.ack_many(queue_name, ids))
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -427,7 +452,7 @@ class WakeupRedisConsumer(_RedisConsumer):
     def ack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
         try:
-            self.broker.do_ack(self.queue_name, redis_id)
+            self.acks.submit(redis_id)
         except LOST_CONNECTION as e:
             raise ConnectionClosed(e) from None
         finally:

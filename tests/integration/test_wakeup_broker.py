@@ -304,3 +304,25 @@ def test_an_enqueue_that_fails_still_raises(redis_url, client):
     with pytest.raises(redis.ResponseError):
         broker.enqueue(Message(QUEUE, "ping", (), {}, {}))
     broker.client.close()
+
+
+def test_acks_made_together_by_many_threads_each_settle_their_message(redis_url, client):
+    # Given a worker of 8 threads sharing one consumer, whose acks leave in groups
+    broker = WakeupRedisBroker(url=redis_url, middleware=middleware())
+    starts = Starts()
+    ping = dramatiq.actor(starts.record, actor_name="ping", queue_name=QUEUE, broker=broker)
+    messages = [ping.message() for _ in range(2_000)]
+    enqueue_many(broker, messages)
+
+    with worker_on(broker, threads=8, prefetch=16):
+        # When it drains the queue
+        for message in messages:
+            starts.of(message.message_id)
+
+        # Then every message ran once, and its ack removed it from the ack set and the payloads
+        acks = f"dramatiq:__acks__.{broker.broker_id}.{QUEUE}"
+        wait_until(
+            lambda: client.scard(acks) == 0 and client.hlen(f"dramatiq:{QUEUE}.msgs") == 0,
+            what="every ack written",
+        )
+    assert all(len(starts.by_id[m.message_id]) == 1 for m in messages)

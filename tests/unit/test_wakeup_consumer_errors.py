@@ -39,7 +39,7 @@ def proxy() -> MessageProxy:
     ("call", "patched"),
     [
         (lambda c: next(c), "fetch"),
-        (lambda c: c.ack(proxy()), "do_ack"),
+        (lambda c: c.ack(proxy()), "ack_many"),
         (lambda c: c.nack(proxy()), "dead_letter"),
     ],
 )

@@ -47,3 +47,10 @@ def test_an_idle_consumer_blocks_until_its_timeout_or_its_next_eta(
     next_eta_ms: int | None, expected: int
 ) -> None:
     assert block_ms(timeout_ms=1_000, next_eta_ms=next_eta_ms, now_ms=10_000) == expected
+
+
+def test_the_brokers_connections_parse_replies_with_hiredis() -> None:
+    # The lock installs hiredis: redis-py then parses every reply in C instead of Python
+    broker = WakeupRedisBroker(url="redis://127.0.0.1:1/0")
+    connection = broker.client.connection_pool.make_connection()
+    assert type(connection._parser).__name__ == "_HiredisParser"
