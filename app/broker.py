@@ -13,12 +13,12 @@ import functools
 import dramatiq
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from app.control_state import ControlWatcher
 from app.dead_letters import failure_reason, kept_reason
 from app.declarations import adopt_declared_actors
+from app.json_codec import FastJSONEncoder
 from app.logs import configure_logging
 from app.metrics import count_lock_contention, count_rate_limit_deferral
 from app.middleware.deadlines import SoftTimeLimit
@@ -172,8 +172,8 @@ def build_broker(settings: Settings, *, for_process_type: str = "cli") -> Broker
 @functools.cache
 @exit_on_settings_error
 def setup_broker() -> Broker:
-    """Configure this process once: Sentry, the JSON encoder and the global broker, which
-    takes over every actor declared before it.
+    """Configure this process once: Sentry, the JSON encoder (``app.json_codec``) and the
+    global broker, which takes over every actor declared before it.
 
     A bad setting ends the process with one line on stderr, and so does a Redis that answers
     but will not serve it (``app.redis_access``): Dramatiq's and gunicorn's workers
@@ -184,7 +184,7 @@ def setup_broker() -> Broker:
         check_redis_access(settings.redis_url, process_type=settings.process_type)
     init_sentry(settings)
     configure_logging()
-    dramatiq.set_encoder(JSONEncoder())
+    dramatiq.set_encoder(FastJSONEncoder())
     broker = build_broker(settings, for_process_type=settings.process_type)
     dramatiq.set_broker(broker)
     adopt_declared_actors(broker)

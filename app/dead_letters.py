@@ -27,11 +27,11 @@ from typing import Any
 
 from dramatiq import Broker, Message
 from dramatiq.common import xq_name
-from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 from dramatiq.middleware import SkipMessage
 from redis import Redis
 
+from app.json_codec import FastJSONEncoder
 from app.redaction import redact
 from chunking.redis_keys import dead_letters_key, dead_messages_key
 
@@ -51,8 +51,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 
 _MESSAGE_FIELDS = frozenset(field.name for field in dataclasses.fields(Message))
 
-#: fintask's messages are JSON: ``setup_broker`` sets Dramatiq's ``JSONEncoder``.
-_JSON = JSONEncoder()
+#: fintask's messages are JSON, read as ``setup_broker``'s encoder reads them.
+_JSON = FastJSONEncoder()
 
 # dispatch.lua's nack, keeping the reason beside the dead letter, in one atomic step.
 # KEYS[1]: the namespace, KEYS[2]: the reason key. ARGV: now (ms), the queue (``q`` or

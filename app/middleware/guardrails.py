@@ -9,13 +9,13 @@ like an e-mail address, a phone number, an IBAN or a card number (``app.pii``) i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from dramatiq import Broker, Message, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.logging import get_logger
+from dramatiq.message import get_encoder
 from dramatiq.middleware import MiddlewareError, SkipMessage
 
 from app.pii import PiiKind, pii_kind
@@ -93,7 +93,8 @@ def validate_message(message: Message[Any], *, max_bytes: int) -> None:
     """
     for name, problem in argument_problems(message.args, message.kwargs):
         raise MessageRejected(f"actor {message.actor_name!r}: argument {name!r} {problem}")
-    size = len(json.dumps(message.asdict(), separators=(",", ":")).encode())
+    # The process's encoder: the bytes the broker will store (``setup_broker`` sets it).
+    size = len(get_encoder().encode(message.asdict()))
     if size > max_bytes:
         raise MessageRejected(
             f"actor {message.actor_name!r}: the encoded message is {size:,} bytes; "

@@ -18,7 +18,7 @@ import dramatiq
 from celery import Celery
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.encoder import JSONEncoder
+from dramatiq.encoder import Encoder, JSONEncoder
 from dramatiq.middleware import default_middleware
 
 from bench.systems.system import DRAMATIQ_KINDS, RABBITMQ_VARIABLE, SYSTEM_VARIABLE
@@ -52,6 +52,17 @@ def dramatiq_broker(kind: str, redis_url: str, *, process_type: str) -> Broker:
     )
 
 
+def process_encoder(kind: str) -> Encoder:
+    """The message encoder a process of Dramatiq kind ``kind`` sets: fintask's
+    (``app.json_codec``) where fintask's stack runs, as ``setup_broker`` sets it; else Dramatiq's
+    default."""
+    if DRAMATIQ_KINDS[kind][1] == "fintask":
+        from app.json_codec import FastJSONEncoder
+
+        return FastJSONEncoder()
+    return JSONEncoder()
+
+
 def worker_broker() -> Broker:
     """The broker of a Dramatiq-kind worker module, for the system named in the environment.
 
@@ -67,7 +78,7 @@ def worker_broker() -> Broker:
         from app.logs import configure_logging
 
         configure_logging()
-        dramatiq.set_encoder(JSONEncoder())
+        dramatiq.set_encoder(process_encoder(kind))
     broker = dramatiq_broker(kind, os.environ[REDIS_VARIABLE], process_type="worker")
     dramatiq.set_broker(broker)
     return broker

@@ -6,10 +6,17 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import dramatiq
 import redis
-from dramatiq import Message
+from dramatiq import Broker, Message
 
-from bench.systems.brokers import celery_app, huey_app, producer_broker, taskiq_broker
+from bench.systems.brokers import (
+    celery_app,
+    huey_app,
+    process_encoder,
+    producer_broker,
+    taskiq_broker,
+)
 from bench.systems.peers import ArqProducer
 from bench.systems.system import DRAMATIQ_KINDS
 from chunking.bulk import enqueue_many
@@ -33,6 +40,8 @@ class Producer:
             celery_app("bench_producer", redis_url, **celery_conf) if kind == "celery" else None
         )
         self.broker = producer_broker(kind, redis_url) if kind in DRAMATIQ_KINDS else None
+        # Messages are encoded by the process's global encoder: each kind's is set at its send.
+        self.encoder = process_encoder(kind) if kind in DRAMATIQ_KINDS else None
         self.arq = ArqProducer(redis_url) if kind == "arq" else None
         self.loop = asyncio.new_event_loop() if kind == "taskiq" else None
         self.client = redis.Redis.from_url(redis_url) if kind in ("huey", "rq") else None
@@ -47,7 +56,7 @@ class Producer:
             self.app.send_task(task, args=args, queue=queue, countdown=delay_s)
         elif self.broker is not None:
             delay_ms = None if delay_s is None else round(delay_s * 1000)
-            self.broker.enqueue(Message(queue, task, args, {}, {}), delay=delay_ms)
+            self._dramatiq().enqueue(Message(queue, task, args, {}, {}), delay=delay_ms)
         elif self.arq is not None:
             self.arq.send(queue, task, args, delay_s)
         elif self.kind == "huey":
@@ -65,7 +74,7 @@ class Producer:
 
     def send_batched(self, queue: str, task: str, arguments: Iterable[tuple[Any, ...]]) -> None:
         """One message per argument tuple, as fast as the system can: fintask's
-        ``chunking.enqueue_many`` (Dramatiq's dispatch script, pipelined) for Dramatiq kinds,
+        ``chunking.enqueue_many`` (one script call per queue and batch) for Dramatiq kinds,
         kombu's ``Producer.batch`` (pipelined publishes) for Celery, RQ's ``enqueue_many``, Huey's
         serialised messages pushed in one pipeline (Huey has no bulk call), taskiq's and arq's
         sends awaited together."""
@@ -74,7 +83,10 @@ class Producer:
                 for args in arguments:
                     self.app.send_task(task, args=args, queue=queue, producer=producer)
         elif self.broker is not None:
-            enqueue_many(self.broker, (Message(queue, task, args, {}, {}) for args in arguments))
+            messages: Iterable[Message[Any]] = (
+                Message(queue, task, args, {}, {}) for args in arguments
+            )
+            enqueue_many(self._dramatiq(), messages)
         elif self.arq is not None:
             self.arq.send_batched(queue, task, arguments)
         elif self.kind == "taskiq":
@@ -97,6 +109,12 @@ class Producer:
                 with self.client.pipeline() as pipe:
                     rq_queue.enqueue_many(jobs[start : start + 1000], pipeline=pipe)
                     pipe.execute()
+
+    def _dramatiq(self) -> Broker:
+        """The Dramatiq kind's broker, with the kind's encoder set for the messages to come."""
+        assert self.broker is not None and self.encoder is not None
+        dramatiq.set_encoder(self.encoder)
+        return self.broker
 
     def close(self) -> None:
         if self.app is not None:
