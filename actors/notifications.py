@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -18,12 +19,14 @@ from pipelines.notifications import Channel
 
 @functools.cache
 def _senders() -> Mapping[Channel, Sender]:
+    """The process's senders, whose connections are kept between sends and closed at exit."""
     settings = load_settings()
-    return {
-        Channel.EMAIL: EmailSender(smtp_url=settings.smtp_url),
-        Channel.PUSH: HttpSender(url=settings.push_url),
-        Channel.WEBHOOK: HttpSender(),
-    }
+    email = EmailSender(smtp_url=settings.smtp_url)
+    push = HttpSender(url=settings.push_url)
+    webhook = HttpSender()
+    for sender in (email, push, webhook):
+        atexit.register(sender.close)
+    return {Channel.EMAIL: email, Channel.PUSH: push, Channel.WEBHOOK: webhook}
 
 
 @fintask_actor(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from decimal import Decimal
 from typing import Any
 
@@ -136,14 +137,15 @@ def post_tally(run_id: int, *, new_session: SessionFactory = new_session) -> Non
         summary = None if run is None else run.summary
     if not url or summary is None:
         return
-    HttpSender(url=url).send(
-        Outgoing(
-            dedup_key=f"weekly-report-tally:{run_id}",
-            recipient=url,
-            subject=f"Weekly report {summary['week']}: final tally",
-            body=json.dumps(summary, sort_keys=True),
+    with closing(HttpSender(url=url)) as sender:
+        sender.send(
+            Outgoing(
+                dedup_key=f"weekly-report-tally:{run_id}",
+                recipient=url,
+                subject=f"Weekly report {summary['week']}: final tally",
+                body=json.dumps(summary, sort_keys=True),
+            )
         )
-    )
 
 
 def _spending(

@@ -68,6 +68,8 @@ class _MailHandler:
                 "message_id": str(parsed["Message-ID"]),
                 "body": parsed.get_body().get_content() if parsed.get_body() else "",  # type: ignore[union-attr]
                 "received_at": time.time(),
+                # The client's port: which of its connections the mail came over.
+                "client_port": session.peer[1] if isinstance(session.peer, tuple) else None,
             },
         )
         return "250 Message accepted for delivery"
