@@ -12,12 +12,14 @@ the same files beside ``README.md``:
 - ``logs/``: the workers' output (gzipped above 1 MiB);
 - ``freeze.txt`` (the installed packages), ``redis-info.txt`` (``INFO everything`` of the
   private server at the end), ``machine.txt`` (CPU, memory, kernel, Python, load before and
-  after, the busiest processes at the start); with ``--allow-dirty``, ``changes.diff``.
+  after, the busiest processes at the start, whether new processes find their imports
+  compiled); with ``--allow-dirty``, ``changes.diff``.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import platform
 import shlex
@@ -25,9 +27,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
+from types import ModuleType
 
 import psutil
 import redis
@@ -120,8 +123,24 @@ def machine_text(*, load_before: str, load_after: str, busiest: str) -> str:
             f"Load average (1 / 5 / 15 min) before the run: {load_before}",
             f"Load average (1 / 5 / 15 min) after the run: {load_after}",
             f"Busiest processes at the start (CPU over 1 s): {busiest}",
+            bytecode_text(),
             "",
         ]
+    )
+
+
+def bytecode_text(modules: Iterable[ModuleType] | None = None) -> str:
+    """Whether a process the run starts compiles its imports first, which its start-up time
+    includes: with ``PYTHONDONTWRITEBYTECODE`` set no ``.pyc`` is ever written, so a virtualenv
+    installed without compiled bytecode recompiles every import in every new process. Counted
+    over ``modules`` (by default, every source module this process imported)."""
+    chosen = list(sys.modules.values()) if modules is None else modules
+    sources = [path for m in chosen if (path := getattr(m, "__file__", None) or "").endswith(".py")]
+    cached = sum(Path(importlib.util.cache_from_source(path)).exists() for path in sources)
+    flag = os.environ.get("PYTHONDONTWRITEBYTECODE") or "unset"
+    return (
+        f"Bytecode: PYTHONDONTWRITEBYTECODE {flag}; {cached:,} of the {len(sources):,} "
+        "source modules the harness imported have a compiled .pyc"
     )
 
 
@@ -148,7 +167,7 @@ def freeze_text(root: Path) -> str:
 def redis_info_text(redis_url: str) -> str:
     """``INFO everything`` of the benchmark's Redis, as the server wrote it."""
     with redis.Redis.from_url(redis_url) as client:
-        connection = client.connection_pool.get_connection("INFO")
+        connection = client.connection_pool.get_connection()
         try:
             connection.send_command("INFO", "everything")
             raw = connection.read_response()

@@ -6,7 +6,9 @@ Every git test runs in a repository of its own under ``tmp_path``, never the pro
 from __future__ import annotations
 
 import os
+import py_compile
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 import bench.__main__ as bench_main
 from bench.harness import Bench, CommandLine
 from bench.publish import (
+    bytecode_text,
     changes_diff,
     commands_text,
     commit_of,
@@ -148,3 +151,25 @@ def test_large_logs_are_gzipped_small_ones_copied(tmp_path: Path) -> None:
     copy_logs(logs, tmp_path / "kept")
 
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["big.log.gz", "small.log"]
+
+
+def test_the_machine_text_says_whether_new_processes_find_their_imports_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two source modules, one compiled, and a shell that writes no bytecode
+    modules = []
+    for name in ("compiled", "plain"):
+        path = tmp_path / f"{name}.py"
+        path.write_text("x = 1\n")
+        module = types.ModuleType(name)
+        module.__file__ = str(path)
+        modules.append(module)
+    py_compile.compile(str(tmp_path / "compiled.py"))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+
+    # Then the line names the setting and counts the compiled one only
+    text = bytecode_text([*modules, types.ModuleType("builtin_like")])
+    assert text == (
+        "Bytecode: PYTHONDONTWRITEBYTECODE 1; 1 of the 2 source modules the harness imported "
+        "have a compiled .pyc"
+    )
