@@ -8,6 +8,7 @@ and a consumer's nack (dead).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 import redis
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
-from dramatiq.common import dq_name
+from dramatiq.common import current_millis, dq_name
 
 from app.control.cancel import cancel_matching, cancel_message
 from app.control.masking import MaskPolicy
@@ -166,6 +167,11 @@ def test_dead_letters_and_held_messages_page_stably(
         with fetched(broker, QUEUE) as (consumer, message):
             message.stuff_exception(ValueError("card declined"))
             consumer.nack(message)
+        # Each death in a millisecond of its own, so "oldest first" has one answer (deaths that
+        # share one are the next test's).
+        dead_at = current_millis()
+        while current_millis() == dead_at:
+            time.sleep(0.001)
     remind.send(account_id=9)
 
     with fetched(broker, QUEUE) as (_, held):
