@@ -36,9 +36,8 @@ from bench.publish import (
     busiest_processes,
     clear,
     commit_of,
-    keep_beside,
+    keep_run_files,
     load_average,
-    machine_text,
     redis_info_text,
     results_dir,
     tree_changes,
@@ -201,14 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     directory = results_dir(RESULTS, name, published=args.publish)
     clear(directory)
     text = write_report(args.scenarios, samples, info, directory, cells)
-    keep_beside(
+    keep_run_files(
         directory,
         root=PROJECT_ROOT,
-        command=f"cd {shlex.quote(str(PROJECT_ROOT))} && {exact}",
+        exact=exact,
         commands=commands,
         logs=logs,
         redis_info=redis_info,
-        machine=machine_text(load_before=load_before, load_after=info.load_after, busiest=busiest),
+        load_before=load_before,
+        load_after=info.load_after,
+        busiest=busiest,
         changes=changes,
     )
     shutil.rmtree(logs)

@@ -60,9 +60,8 @@ from bench.publish import (
     busiest_processes,
     clear,
     commit_of,
-    keep_beside,
+    keep_run_files,
     load_average,
-    machine_text,
     redis_info_text,
     results_dir,
     tree_changes,
@@ -571,14 +570,16 @@ def main(argv: list[str] | None = None) -> int:
         "projections": [dataclasses.asdict(p) for p in projections],
     }
     (directory / "capacity.json").write_text(json.dumps(document, indent=2) + "\n")
-    keep_beside(
+    keep_run_files(
         directory,
         root=PROJECT_ROOT,
-        command=f"cd {shlex.quote(str(PROJECT_ROOT))} && {exact}",
+        exact=exact,
         commands=bench.commands,
         logs=logs,
         redis_info=redis_info,
-        machine=machine_text(load_before=load_before, load_after=load_after, busiest=busiest),
+        load_before=load_before,
+        load_after=load_after,
+        busiest=busiest,
         changes=changes,
     )
     shutil.rmtree(logs)

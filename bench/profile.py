@@ -46,9 +46,8 @@ from bench.publish import (
     busiest_processes,
     clear,
     commit_of,
-    keep_beside,
+    keep_run_files,
     load_average,
-    machine_text,
     redis_info_text,
     results_dir,
     tree_changes,
@@ -322,14 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.move(path, directory / path.name)
     text = render(profiles, header)
     (directory / "README.md").write_text(text)
-    keep_beside(
+    keep_run_files(
         directory,
         root=PROJECT_ROOT,
-        command=f"cd {shlex.quote(str(PROJECT_ROOT))} && {exact}",
+        exact=exact,
         commands=bench.commands,
         logs=logs,
         redis_info=redis_info,
-        machine=machine_text(load_before=load_before, load_after=load_after, busiest=busiest),
+        load_before=load_before,
+        load_after=load_after,
+        busiest=busiest,
         changes=changes,
     )
     shutil.rmtree(logs)

@@ -217,6 +217,32 @@ def clear(directory: Path) -> None:
             path.unlink()
 
 
+def keep_run_files(
+    directory: Path,
+    *,
+    root: Path,
+    exact: str,
+    commands: Sequence[CommandLine],
+    logs: Path,
+    redis_info: str,
+    load_before: str,
+    load_after: str,
+    busiest: str,
+    changes: Sequence[str],
+) -> None:
+    """:func:`keep_beside` for a run of the command line ``exact``, started in ``root``."""
+    keep_beside(
+        directory,
+        root=root,
+        command=f"cd {shlex.quote(str(root))} && {exact}",
+        commands=commands,
+        logs=logs,
+        redis_info=redis_info,
+        machine=machine_text(load_before=load_before, load_after=load_after, busiest=busiest),
+        changes=changes,
+    )
+
+
 def keep_beside(
     directory: Path,
     *,
