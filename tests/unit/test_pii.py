@@ -3,13 +3,16 @@ they are written, and the ids, dates, amounts, names and slugs fintask sends are
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app import pii
 from app.pii import IBAN_LENGTHS, Found, PiiKind, find_pii, luhn_valid, pii_kind
 
 
@@ -225,3 +228,22 @@ def test_names_of_people_and_merchants_are_not_personal_data(name: str, store_nu
 @given(st.from_regex(r"\A[a-z][a-z0-9]*(?:[-_][a-z0-9]+){0,4}\Z"))
 def test_slugs_and_keys_are_not_personal_data(slug: str):
     assert pii_kind(slug) is None
+
+
+#: E-mail addresses, IBANs, card and phone numbers, their pieces, and the words around them.
+_TEXT_PIECES = st.sampled_from([
+    "ada@example.com", "DE89 3704 0044 0532 0130 00", "4111 1111 1111 1111", "+44 20 7946 0958",
+    "(415) 555-2671", "ada", "@", "example", ".com", "DE89", "3704", "0044", "0532", "0130",
+    "00", "4111", "1111", "+44", "(0)", "20", "7946", "0958", "-", " ", "/", ".", "_", "é",
+    "fintask-bench-",
+])  # fmt: skip
+
+
+@given(st.lists(_TEXT_PIECES, max_size=24).map("".join))
+def test_skipping_a_text_without_a_kinds_marker_finds_exactly_what_a_full_scan_finds(text: str):
+    full_scan = tuple(
+        dataclasses.replace(detector, may_hold=lambda text: True) for detector in pii._DETECTORS
+    )
+    with mock.patch.object(pii, "_DETECTORS", full_scan):
+        expected = find_pii(text)
+    assert find_pii(text) == expected
