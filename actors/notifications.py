@@ -21,7 +21,11 @@ from pipelines.notifications import Channel
 def _senders() -> Mapping[Channel, Sender]:
     """The process's senders, whose connections are kept between sends and closed at exit."""
     settings = load_settings()
-    email = EmailSender(smtp_url=settings.smtp_url)
+    email = EmailSender(
+        smtp_url=settings.smtp_url,
+        max_sends=settings.smtp_max_sends,
+        max_idle_s=settings.smtp_max_idle_s,
+    )
     push = HttpSender(url=settings.push_url)
     webhook = HttpSender()
     for sender in (email, push, webhook):

@@ -20,17 +20,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.settings import hide_credentials
+from app.settings import SMTP_MAX_IDLE_S, SMTP_MAX_SENDS, hide_credentials
 
 #: Seconds any single network call of a sender may take.
 SEND_TIMEOUT_S = 10.0
 SENDER_ADDRESS = "fintask <no-reply@fintask.example>"
-#: Mails sent over one SMTP connection before it is renewed: relays cap a connection's mails
-#: (Amazon SES and Exchange Online among them), and a bound spreads the load of a long run.
-SMTP_MAX_SENDS = 100
-#: Seconds a kept SMTP connection may sit unused before it is renewed instead of reused: below
-#: the idle timeouts of common relays, so a reused connection is rarely one they dropped.
-SMTP_MAX_IDLE_S = 30.0
 
 
 @dataclass(frozen=True)

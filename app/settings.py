@@ -57,6 +57,15 @@ CONFIGURATION_ERROR_EXIT = 4
 #: (``app.local.run_file`` writes it; ``running_stack`` reads it).
 RUN_FILE_NAME = "run.json"
 
+#: Mails sent over one SMTP connection before it is renewed (``SMTP_MAX_SENDS``): relays cap a
+#: connection's mails (Amazon SES and Exchange Online among them), and a bound spreads the load
+#: of a long run. 1 opens a connection per mail.
+SMTP_MAX_SENDS = 100
+#: Seconds a kept SMTP connection may sit unused before it is renewed instead of reused
+#: (``SMTP_MAX_IDLE_S``): below the idle timeouts of common relays, so a reused connection is
+#: rarely one they dropped.
+SMTP_MAX_IDLE_S = 30.0
+
 #: The ``BROKER_URL`` schemes of RabbitMQ (``amqps``: over TLS, as Amazon MQ requires).
 RABBITMQ_SCHEMES = ("amqp://", "amqps://")
 
@@ -142,6 +151,12 @@ class Settings(BaseSettings):
     sentry_environment: str = Field("development", validation_alias="SENTRY_ENVIRONMENT")
     smtp_url_secret: SecretStr = Field(
         SecretStr("smtp://127.0.0.1:1025"), validation_alias="SMTP_URL"
+    )
+    smtp_max_sends: int = Field(
+        SMTP_MAX_SENDS, ge=1, le=1_000_000, validation_alias="SMTP_MAX_SENDS"
+    )
+    smtp_max_idle_s: float = Field(
+        SMTP_MAX_IDLE_S, ge=0, le=3_600, validation_alias="SMTP_MAX_IDLE_S"
     )
     provider_url: str = Field("http://127.0.0.1:8001", validation_alias="PROVIDER_URL")
     push_url: str = Field("http://127.0.0.1:8002/push", validation_alias="PUSH_URL")

@@ -193,6 +193,17 @@ class Bench:
             yield started
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of ``pids`` and their live children so far."""
+    total = 0.0
+    for pid in pids:
+        parent = psutil.Process(pid)
+        for member in [parent, *parent.children(recursive=True)]:
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def _environment_changes(
     env: Mapping[str, str],
 ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:

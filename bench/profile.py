@@ -35,13 +35,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import redis
 
 from app.blob_crypto import new_key_entry
 from app.local.redis_server import RedisServer
 from app.settings import PROJECT_ROOT
-from bench.harness import Bench
+from bench.harness import Bench, cpu_seconds
 from bench.publish import (
     busiest_processes,
     clear,
@@ -172,17 +171,6 @@ class Spy:
 def py_spy() -> Path:
     """The py-spy executable of this virtualenv (the bench dependency group installs it)."""
     return Path(sys.executable).with_name("py-spy")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of ``pids`` and their children so far."""
-    total = 0.0
-    for pid in pids:
-        parent = psutil.Process(pid)
-        for member in [parent, *parent.children(recursive=True)]:
-            times = member.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def profile_worker(bench: Bench, messages: int, fmt: str, output: Path) -> Profiled:

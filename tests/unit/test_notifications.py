@@ -135,6 +135,21 @@ def test_a_send_repeated_after_a_crash_carries_the_same_key(user, sinks, databas
         assert [request["idempotency_key"] for request in sinks.http()] == [key] * 2
 
 
+@pytest.mark.parametrize(("max_sends", "connections"), [(None, 1), ("1", 3), ("2", 2)])
+def test_smtp_max_sends_bounds_the_mails_a_workers_connection_carries(
+    user, sinks, database, monkeypatch, max_sends, connections
+):
+    if max_sends is not None:
+        monkeypatch.setenv("SMTP_MAX_SENDS", max_sends)
+    senders = _senders()
+    for n in range(3):
+        notification_id = _notify(user, dedup_key=f"weekly:{n}")
+        assert notifications.deliver(notification_id, senders=senders) is DeliveryOutcome.SENT
+
+    assert len(sinks.mail()) == 3
+    assert len({mail["client_port"] for mail in sinks.mail()}) == connections
+
+
 def test_a_stale_notification_is_dropped_and_counted_not_sent_late(user, sinks, database):
     notification_id = _notify(user, urgent=True, dedup_key="otp:2")
     with transaction() as session:

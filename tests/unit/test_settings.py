@@ -87,6 +87,8 @@ def test_a_given_environment_stands_alone_and_the_default_is_the_process_one(mon
             "70000",
             "METRICS_PORT_WORKER_URGENT='70000': expected a whole number from 1 to 65535",
         ),
+        ("SMTP_MAX_SENDS", "0", "SMTP_MAX_SENDS='0': expected a whole number from 1 to"),
+        ("SMTP_MAX_IDLE_S", "-1", "SMTP_MAX_IDLE_S='-1': expected a number from 0 to"),
         ("WORKER_MAX_MEMORY_MB", "8", "WORKER_MAX_MEMORY_MB='8': expected a whole number from 32"),
         ("REFRESH_DEADLINE_S", "abc", "REFRESH_DEADLINE_S='abc': expected a number from 1 to"),
         ("REFRESH_DEADLINE_S", "nan", "REFRESH_DEADLINE_S='nan': expected a number from 1 to"),
