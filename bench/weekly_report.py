@@ -39,6 +39,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
@@ -100,9 +101,9 @@ class Mailbox:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
-        self.records: list[dict[str, object]] = []
+        self.records: list[dict[str, Any]] = []
 
-    def read(self) -> list[dict[str, object]]:
+    def read(self) -> list[dict[str, Any]]:
         """Every record so far; a line the sink is still writing waits for the next read."""
         if self.path.exists():
             with self.path.open("rb") as file:
@@ -153,8 +154,8 @@ def run_case(
         )
         started_at = time.time()
 
-        def this_week() -> list[dict[str, object]]:
-            return [mail for mail in mailbox.read() if week in str(mail["subject"])]
+        def this_week() -> list[dict[str, Any]]:
+            return [mail for mail in mailbox.read() if week in mail["subject"]]
 
         wait_until(
             lambda: len(this_week()) >= active,
@@ -165,7 +166,7 @@ def run_case(
         worker_cpu = cpu_seconds(pids) - cpu_before
         sink_cpu = cpu_seconds([sink_pid]) - sink_before
     received = Counter(str(mail["to"]) for mail in mails)
-    last = max(float(str(mail["received_at"])) for mail in mails)
+    last = max(mail["received_at"] for mail in mails)
     measured = Measured(
         case=case,
         repetition=repetition,
