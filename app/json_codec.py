@@ -22,8 +22,6 @@ numpy numbers); fintask's guardrails refuse those in a message's arguments befor
 
 from __future__ import annotations
 
-import re
-
 import orjson
 from dramatiq.encoder import JSONEncoder, MessageData
 
@@ -35,8 +33,12 @@ _OPTIONS = (
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 
-#: A run of digits that may be an integer orjson would read as a float (beyond 64 bits).
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: Every ASCII digit made ``0``, so that a run of 19 digits (which may be an integer orjson
+#: would read as a float, beyond 64 bits) is a run of 19 zeros: ``bytes.translate`` and ``in``
+#: find it in one pass each in C, where a regex tried at every position of a 16 kB message
+#: took 155 µs, twenty times orjson's decoding of it.
+_DIGITS_AS_ZERO = bytes(b"0"[0] if char in b"0123456789" else char for char in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 class FastJSONEncoder(JSONEncoder):
@@ -52,7 +54,7 @@ class FastJSONEncoder(JSONEncoder):
         return encoded
 
     def decode(self, data: bytes) -> MessageData:
-        if _LONG_DIGITS.search(data) is None:
+        if _LONG_DIGITS not in data.translate(_DIGITS_AS_ZERO):
             try:
                 decoded: MessageData = orjson.loads(data)
             except orjson.JSONDecodeError:
