@@ -5,9 +5,11 @@ Two subjects, each on a private ``redis-server``: the *worker*, the Procfile's s
 processes x 8 threads, prefetch 16, the bench's no-op task) draining a backlog of no-ops sent
 beforehand, sampled from its first run to its last; and the *producer*, one process sending the
 same no-ops through ``chunking.enqueue_many`` on fintask's broker with its enqueue-side stack.
-Each is run twice: once for py-spy's flame graph (``<subject>.svg``), once for its raw stacks
-(``<subject>.txt``), from which the table is made. py-spy samples only the thread holding the
-GIL (``--gil``), so a sample is Python (or C called from it) at work, not a thread waiting.
+``--payload-bytes N`` makes every no-op carry scenario 9's payload of N bytes (``bench.work``):
+where a 16 kB message's extra cost goes. Each is run twice: once for py-spy's flame graph
+(``<subject>.svg``), once for its raw stacks (``<subject>.txt``), from which the table is made.
+py-spy samples only the thread holding the GIL (``--gil``), so a sample is Python (or C called
+from it) at work, not a thread waiting.
 
 The table gives each component's share of the samples, by the innermost frame that belongs to
 a known component (a middleware hook's Redis call counts as the Redis client's; everything
@@ -34,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -54,6 +57,7 @@ from bench.publish import (
 from bench.scenarios.noop import Sender, queue_of, recorded, running
 from bench.systems import System, wait_until_count
 from bench.systems.redis_cost import CountedReads
+from bench.work import payload
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 SCENARIO = "profile"
@@ -173,13 +177,20 @@ def py_spy() -> Path:
     return Path(sys.executable).with_name("py-spy")
 
 
-def profile_worker(bench: Bench, messages: int, fmt: str, output: Path) -> Profiled:
+def noop_arguments(now: float, payload_bytes: int) -> tuple[Any, ...]:
+    """A profiled no-op's arguments: its send time, and the scenario 9 payload when asked."""
+    return (now, payload(payload_bytes)) if payload_bytes else (now,)
+
+
+def profile_worker(
+    bench: Bench, messages: int, payload_bytes: int, fmt: str, output: Path
+) -> Profiled:
     """The Procfile's worker draining ``messages`` no-ops, sampled from first run to last."""
     bench.flush()
     client = bench.client()
     sender = Sender(WORKER, bench.redis_url)
-    now = time.time()
-    sender.producer.send_batched(sender.queue, "noop", ((now,) for _ in range(messages)))
+    arguments = noop_arguments(time.time(), payload_bytes)
+    sender.producer.send_batched(sender.queue, "noop", (arguments for _ in range(messages)))
     sender.close()
     count = CountedReads(recorded(client, queue_of(WORKER)))
     with running(bench, WORKER, SCENARIO) as started:
@@ -197,10 +208,13 @@ def profile_worker(bench: Bench, messages: int, fmt: str, output: Path) -> Profi
     return Profiled("worker", messages - done_before, cpu, _merged(files, output))
 
 
-def profile_producer(bench: Bench, messages: int, fmt: str, output: Path) -> Profiled:
+def profile_producer(
+    bench: Bench, messages: int, payload_bytes: int, fmt: str, output: Path
+) -> Profiled:
     """One process bulk-enqueueing ``messages`` no-ops through fintask's broker."""
     bench.flush()
     command = [sys.executable, "-m", "bench.profile", "--produce", str(messages)]
+    command += ["--payload-bytes", str(payload_bytes)]
     env = {**os.environ, "BENCH_PROFILE_REDIS": bench.redis_url}
     producer = subprocess.Popen(
         command, env=env, cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -222,14 +236,14 @@ def profile_producer(bench: Bench, messages: int, fmt: str, output: Path) -> Pro
     return Profiled("producer", messages, cpu, _merged(files, output))
 
 
-def produce(messages: int) -> None:
+def produce(messages: int, payload_bytes: int) -> None:
     """The producer subject: warm up, say so, wait for the go, send, say so."""
     sender = Sender(WORKER, os.environ["BENCH_PROFILE_REDIS"])
-    now = time.time()
-    sender.producer.send_batched(sender.queue, "noop", ((now,) for _ in range(1_000)))
+    arguments = noop_arguments(time.time(), payload_bytes)
+    sender.producer.send_batched(sender.queue, "noop", (arguments for _ in range(1_000)))
     print("ready", flush=True)
     sys.stdin.readline()
-    sender.producer.send_batched(sender.queue, "noop", ((now,) for _ in range(messages)))
+    sender.producer.send_batched(sender.queue, "noop", (arguments for _ in range(messages)))
     print("sent", flush=True)
     sender.close()
 
@@ -250,6 +264,12 @@ def _merged(files: list[Path], output: Path) -> Counter[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--messages", type=int, default=50_000, help="no-ops per subject")
+    parser.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=0,
+        help="each no-op carries scenario 9's payload of this size (default: none)",
+    )
     parser.add_argument("--publish", action="store_true", help="write bench/results/profile-*")
     parser.add_argument("--allow-dirty", action="store_true", help="publish from a changed tree")
     parser.add_argument("--produce", type=int, default=None, help=argparse.SUPPRESS)
@@ -259,13 +279,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.produce is not None:
-        produce(args.produce)
+        produce(args.produce, args.payload_bytes)
         return 0
     argv = sys.argv[1:] if argv is None else argv
     if not py_spy().exists():
         print(f"py-spy is not installed at {py_spy()} (make install installs it)")
         return 2
     changes = tree_changes(PROJECT_ROOT)
+    commit = commit_of(PROJECT_ROOT, changes)  # before the run: a commit meanwhile is not it
     if args.publish and changes and not args.allow_dirty:
         print("Refusing to publish from a changed work tree (--allow-dirty to publish anyway)")
         return 2
@@ -274,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="fintask-profile-logs-"))
     out = Path(tempfile.mkdtemp(prefix="fintask-profile-"))
-    subjects: list[tuple[str, Callable[[Bench, int, str, Path], Profiled]]] = [
+    subjects: list[tuple[str, Callable[[Bench, int, int, str, Path], Profiled]]] = [
         ("worker", profile_worker),
         ("producer", profile_producer),
     ]
@@ -288,21 +309,25 @@ def main(argv: list[str] | None = None) -> int:
             redis_version = str(client.info("server")["redis_version"])
         for subject, run in subjects:
             print(f"{subject}: flame graph, then raw stacks", file=sys.stderr, flush=True)
-            run(bench, args.messages, "flamegraph", out / f"{subject}.svg")
-            profiles.append(run(bench, args.messages, "raw", out / f"{subject}.txt"))
+            run(bench, args.messages, args.payload_bytes, "flamegraph", out / f"{subject}.svg")
+            raw = out / f"{subject}.txt"
+            profiles.append(run(bench, args.messages, args.payload_bytes, "raw", raw))
         redis_info = redis_info_text(server.url)
     load_after = load_average()
     exact = shlex.join([".venv/bin/python", "-m", "bench.profile", *argv])
+    carrying = f" carrying {args.payload_bytes:,} bytes" if args.payload_bytes else ""
+    suffix = f"-{args.payload_bytes}b" if args.payload_bytes else ""
     header = [
-        f"# Profile of a no-op message, {time.strftime('%Y-%m-%d')}",
+        f"# Profile of a no-op message{carrying}, {time.strftime('%Y-%m-%d')}",
         "",
-        f"`{exact}`, commit `{commit_of(PROJECT_ROOT, changes)}`, Redis {redis_version}; load "
+        f"`{exact}`, commit `{commit}`, Redis {redis_version}; load "
         f"average {load_before} before and {load_after} after "
         f"({time.monotonic() - started:.0f} s). Worker: {WORKER.setting()} (the Procfile's "
         "`worker`); producer: `chunking.enqueue_many` on fintask's broker. What the table "
         "counts: `bench/profile.py`'s docstring.",
     ]
-    directory = results_dir(RESULTS, f"profile-{time.strftime('%Y-%m-%d')}", published=args.publish)
+    name = f"profile-{time.strftime('%Y-%m-%d')}{suffix}"
+    directory = results_dir(RESULTS, name, published=args.publish)
     directory.mkdir(parents=True, exist_ok=True)
     clear(directory)
     for path in out.iterdir():

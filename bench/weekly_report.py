@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     changes = tree_changes(PROJECT_ROOT)
+    commit = commit_of(PROJECT_ROOT, changes)  # before the run: a commit meanwhile is not it
     if args.publish and changes and not args.allow_dirty:
         print("Refusing to publish from a changed work tree (--allow-dirty to publish anyway)")
         return 2
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"# The weekly report's e-mails per second, {time.strftime('%Y-%m-%d')}",
         "",
-        f"`{exact}`, commit `{commit_of(PROJECT_ROOT, changes)}`; {args.users:,} users, "
+        f"`{exact}`, commit `{commit}`; {args.users:,} users, "
         f"{active:,} active; {args.repeats} repetitions per case, interleaved; load average "
         f"{load_before} before and {load_after} after ({time.monotonic() - started:.0f} s). "
         "What each column counts: `bench/weekly_report.py`'s docstring.",
