@@ -36,8 +36,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -52,26 +50,14 @@ import dramatiq.brokers.redis
 import redis
 from dramatiq import Message
 
-from app.blob_crypto import new_key_entry
 from app.local.redis_server import RedisServer
-from app.settings import PROJECT_ROOT
 from bench.harness import Bench
-from bench.publish import (
-    busiest_processes,
-    clear,
-    commit_of,
-    keep_run_files,
-    load_average,
-    redis_info_text,
-    results_dir,
-    tree_changes,
-)
+from bench.publish import add_publish_options, load_average, redis_info_text, start_probe
 from bench.report import machine
 from bench.scenarios.noop import Sender, queue_of, recorded, running
 from bench.systems import CountedReads, System, wait_until_count
 from bench.work import payload
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIO = "capacity"
 #: The Procfile's ``worker``: ``--processes 2 --threads 8``, ``dramatiq_queue_prefetch=16``.
 SYSTEMS = (
@@ -493,33 +479,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--idle-s", type=float, default=3.0)
     parser.add_argument("--benchmark-requests", type=int, default=100_000)
-    parser.add_argument(
-        "--publish", action="store_true", help="write bench/results/capacity-<date>/"
-    )
-    parser.add_argument("--allow-dirty", action="store_true", help="publish from a changed tree")
+    add_publish_options(parser, "capacity")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
-    changes = tree_changes(PROJECT_ROOT)
-    if args.publish and changes and not args.allow_dirty:
-        print("Refusing to publish from a changed work tree (--allow-dirty to publish anyway)")
+    run = start_probe("bench.capacity", argv, args)
+    if run is None:
         return 2
-    # The workers need a blob key and keep no blob: one set here, in the probe's own environment,
-    # is not a change commands.txt records, so no key-shaped string is published.
-    os.environ.setdefault("BLOB_KEYS", new_key_entry("bench"))
-    load_before, busiest = load_average(), busiest_processes()
-    started = time.monotonic()
-    logs = Path(tempfile.mkdtemp(prefix="fintask-capacity-logs-"))
     results: dict[str, dict[str, PerMessage]] = {}
     idle: dict[str, PerMessage] = {}
     with (
         tempfile.TemporaryDirectory(prefix="fintask-capacity-") as tmp,
         RedisServer(data_dir=Path(tmp), persistent=False) as server,
     ):
-        bench = Bench(redis_url=server.url, full=False, repeat=0, logs=logs)
+        bench = Bench(redis_url=server.url, full=False, repeat=0, logs=run.logs)
         with redis.Redis.from_url(server.url) as client:
             redis_version = str(client.info("server")["redis_version"])
         for system in SYSTEMS:
@@ -539,27 +514,19 @@ def main(argv: list[str] | None = None) -> int:
         for peak in (False, True)
     ]
     load_after = load_average()
-    exact = shlex.join([".venv/bin/python", "-m", "bench.capacity", *argv])
-    commit = commit_of(PROJECT_ROOT, changes)
     header = [
         f"# Capacity probe, {time.strftime('%Y-%m-%d')}",
         "",
-        f"`{exact}`, commit `{commit}`, Redis {redis_version}, {machine()}; load average "
-        f"{load_before} before and {load_after} after ({time.monotonic() - started:.0f} s; "
+        f"`{run.exact}`, commit `{run.commit}`, Redis {redis_version}, {machine()}; load "
+        f"average {run.load_before} before and {load_after} after ({run.elapsed_s():.0f} s; "
         "the machine's 2 cores are shared with other sessions' work, see `machine.txt`). "
         f"{args.messages:,} messages per phase; workers: {SYSTEMS[0].setting()} (the Procfile's "
         "`worker`). What each phase measures: `bench/capacity.py`'s docstring.",
     ]
-    directory = results_dir(
-        RESULTS, f"capacity-{time.strftime('%Y-%m-%d')}", published=args.publish
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    clear(directory)
     text = render(results, idle, head, projections, header)
-    (directory / "README.md").write_text(text)
     document = {
-        "command": exact,
-        "commit": commit,
+        "command": run.exact,
+        "commit": run.commit,
         "redis_version": redis_version,
         "messages": args.messages,
         "results": {
@@ -569,21 +536,14 @@ def main(argv: list[str] | None = None) -> int:
         "headroom": [dataclasses.asdict(h) for h in head],
         "projections": [dataclasses.asdict(p) for p in projections],
     }
-    (directory / "capacity.json").write_text(json.dumps(document, indent=2) + "\n")
-    keep_run_files(
-        directory,
-        root=PROJECT_ROOT,
-        exact=exact,
+    run.finish(
+        "capacity",
+        report=text,
+        files={"capacity.json": json.dumps(document, indent=2) + "\n"},
         commands=bench.commands,
-        logs=logs,
         redis_info=redis_info,
-        load_before=load_before,
         load_after=load_after,
-        busiest=busiest,
-        changes=changes,
     )
-    shutil.rmtree(logs)
-    print(text)
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -40,26 +39,15 @@ from typing import Any
 
 import redis
 
-from app.blob_crypto import new_key_entry
 from app.local.redis_server import RedisServer
 from app.settings import PROJECT_ROOT
 from bench.harness import Bench, cpu_seconds
-from bench.publish import (
-    busiest_processes,
-    clear,
-    commit_of,
-    keep_run_files,
-    load_average,
-    redis_info_text,
-    results_dir,
-    tree_changes,
-)
+from bench.publish import add_publish_options, load_average, redis_info_text, start_probe
 from bench.scenarios.noop import Sender, queue_of, recorded, running
 from bench.systems import System, wait_until_count
 from bench.systems.redis_cost import CountedReads
 from bench.work import payload
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 SCENARIO = "profile"
 WORKER = System("fintask", "fintask", processes=2, threads=8, prefetch=16)
 #: Samples per second and process: enough for a share of a percent over a few seconds.
@@ -270,8 +258,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="each no-op carries scenario 9's payload of this size (default: none)",
     )
-    parser.add_argument("--publish", action="store_true", help="write bench/results/profile-*")
-    parser.add_argument("--allow-dirty", action="store_true", help="publish from a changed tree")
+    add_publish_options(parser, "profile")
     parser.add_argument("--produce", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -281,19 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.produce is not None:
         produce(args.produce, args.payload_bytes)
         return 0
-    argv = sys.argv[1:] if argv is None else argv
     if not py_spy().exists():
         print(f"py-spy is not installed at {py_spy()} (make install installs it)")
         return 2
-    changes = tree_changes(PROJECT_ROOT)
-    commit = commit_of(PROJECT_ROOT, changes)  # before the run: a commit meanwhile is not it
-    if args.publish and changes and not args.allow_dirty:
-        print("Refusing to publish from a changed work tree (--allow-dirty to publish anyway)")
+    probe = start_probe("bench.profile", argv, args)
+    if probe is None:
         return 2
-    os.environ.setdefault("BLOB_KEYS", new_key_entry("bench"))  # as bench.capacity does
-    load_before, busiest = load_average(), busiest_processes()
-    started = time.monotonic()
-    logs = Path(tempfile.mkdtemp(prefix="fintask-profile-logs-"))
     out = Path(tempfile.mkdtemp(prefix="fintask-profile-"))
     subjects: list[tuple[str, Callable[[Bench, int, int, str, Path], Profiled]]] = [
         ("worker", profile_worker),
@@ -304,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="fintask-profile-redis-") as tmp,
         RedisServer(data_dir=Path(tmp), persistent=False) as server,
     ):
-        bench = Bench(redis_url=server.url, full=False, repeat=0, logs=logs)
+        bench = Bench(redis_url=server.url, full=False, repeat=0, logs=probe.logs)
         with redis.Redis.from_url(server.url) as client:
             redis_version = str(client.info("server")["redis_version"])
         for subject, run in subjects:
@@ -314,41 +294,29 @@ def main(argv: list[str] | None = None) -> int:
             profiles.append(run(bench, args.messages, args.payload_bytes, "raw", raw))
         redis_info = redis_info_text(server.url)
     load_after = load_average()
-    exact = shlex.join([".venv/bin/python", "-m", "bench.profile", *argv])
     carrying = f" carrying {args.payload_bytes:,} bytes" if args.payload_bytes else ""
     suffix = f"-{args.payload_bytes}b" if args.payload_bytes else ""
     header = [
         f"# Profile of a no-op message{carrying}, {time.strftime('%Y-%m-%d')}",
         "",
-        f"`{exact}`, commit `{commit}`, Redis {redis_version}; load "
-        f"average {load_before} before and {load_after} after "
-        f"({time.monotonic() - started:.0f} s). Worker: {WORKER.setting()} (the Procfile's "
-        "`worker`); producer: `chunking.enqueue_many` on fintask's broker. What the table "
-        "counts: `bench/profile.py`'s docstring.",
+        f"`{probe.exact}`, commit `{probe.commit}`, Redis {redis_version}; load average "
+        f"{probe.load_before} before and {load_after} after ({probe.elapsed_s():.0f} s). "
+        f"Worker: {WORKER.setting()} (the Procfile's `worker`); producer: "
+        "`chunking.enqueue_many` on fintask's broker. What the table counts: "
+        "`bench/profile.py`'s docstring.",
     ]
-    name = f"profile-{time.strftime('%Y-%m-%d')}{suffix}"
-    directory = results_dir(RESULTS, name, published=args.publish)
-    directory.mkdir(parents=True, exist_ok=True)
-    clear(directory)
-    for path in out.iterdir():
-        shutil.move(path, directory / path.name)
     text = render(profiles, header)
-    (directory / "README.md").write_text(text)
-    keep_run_files(
-        directory,
-        root=PROJECT_ROOT,
-        exact=exact,
+    probe.finish(
+        "profile",
+        suffix=suffix,
+        report=text,
+        files={},
+        moved=list(out.iterdir()),
         commands=bench.commands,
-        logs=logs,
         redis_info=redis_info,
-        load_before=load_before,
         load_after=load_after,
-        busiest=busiest,
-        changes=changes,
     )
-    shutil.rmtree(logs)
     shutil.rmtree(out)
-    print(text)
     return 0
 
 

@@ -18,6 +18,7 @@ the same files beside ``README.md``:
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import importlib.util
 import os
@@ -26,15 +27,19 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import psutil
 import redis
 
+from app.blob_crypto import new_key_entry
+from app.settings import PROJECT_ROOT
 from bench.harness import CommandLine
 
 #: Where published runs live: changes there do not make a tree dirty.
@@ -155,7 +160,10 @@ def freeze_text(root: Path) -> str:
             [str(uv), "pip", "freeze", "--python", str(python)],
             [str(python), "-m", "pip", "freeze"],
         ):
-            done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+            try:
+                done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+            except OSError:  # no such program (a checkout before `make install`)
+                continue
             if done.returncode == 0 and done.stdout.strip():
                 sections.append(f"# {shlex.join(command)}\n{done.stdout}")
                 break
@@ -280,3 +288,128 @@ def changes_diff(root: Path, changes: Sequence[str]) -> str:
         for path in untracked
     ]
     return status + git(root, "diff", "HEAD") + "".join(new)
+
+
+class DirtyTree(Exception):
+    """A run asked to publish from a work tree with changes, without ``--allow-dirty``."""
+
+
+@dataclass
+class ProbeRun:
+    """A probe's run outside ``python -m bench`` (``bench.capacity``, ``bench.profile``,
+    ``bench.weekly_report``): the tree and the machine as it started, and, at its end, its
+    report in ``results/`` with the files every published run keeps beside it."""
+
+    module: str
+    argv: Sequence[str]
+    published: bool
+    root: Path
+    changes: Sequence[str]
+    #: Read at the start: a commit made while the run goes on is not what it measured.
+    commit: str
+    load_before: str
+    busiest: str
+    logs: Path
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def begin(
+        cls, module: str, argv: Sequence[str], *, root: Path, publish: bool, allow_dirty: bool
+    ) -> ProbeRun:
+        """Check the tree (raise ``DirtyTree``) and note the machine before the probe runs."""
+        changes = tree_changes(root)
+        if publish and changes and not allow_dirty:
+            raise DirtyTree(
+                "Refusing to publish from a changed work tree (--allow-dirty to publish anyway)"
+            )
+        return cls(
+            module=module,
+            argv=list(argv),
+            published=publish,
+            root=root,
+            changes=changes,
+            commit=commit_of(root, changes),
+            load_before=load_average(),
+            busiest=busiest_processes(),
+            logs=Path(tempfile.mkdtemp(prefix=f"fintask-{module}-logs-")),
+        )
+
+    @property
+    def exact(self) -> str:
+        """The command line that repeats the run, as its report quotes it."""
+        return shlex.join([".venv/bin/python", "-m", self.module, *self.argv])
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def finish(
+        self,
+        name: str,
+        *,
+        suffix: str = "",
+        report: str,
+        files: Mapping[str, str],
+        moved: Iterable[Path] = (),
+        commands: Sequence[CommandLine],
+        redis_info: str,
+        load_after: str,
+    ) -> Path:
+        """Write ``results/<name>-<date><suffix>`` (``local-...`` unpublished): the report,
+        ``files`` (name: text), the ``moved`` paths, and the files :func:`keep_run_files`
+        keeps; drop the logs, and print the report."""
+        results = self.root / RESULTS_PREFIX
+        dated = f"{name}-{time.strftime('%Y-%m-%d')}{suffix}"
+        directory = results_dir(results, dated, published=self.published)
+        directory.mkdir(parents=True, exist_ok=True)
+        clear(directory)
+        for path in moved:
+            shutil.move(path, directory / path.name)
+        (directory / "README.md").write_text(report)
+        for file_name, text in files.items():
+            (directory / file_name).write_text(text)
+        keep_run_files(
+            directory,
+            root=self.root,
+            exact=self.exact,
+            commands=commands,
+            logs=self.logs,
+            redis_info=redis_info,
+            load_before=self.load_before,
+            load_after=load_after,
+            busiest=self.busiest,
+            changes=self.changes,
+        )
+        shutil.rmtree(self.logs)
+        print(report)
+        return directory
+
+
+def add_publish_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """A probe's ``--publish`` (to ``bench/results/<name>-<date>/``) and ``--allow-dirty``."""
+    parser.add_argument(
+        "--publish", action="store_true", help=f"write bench/results/{name}-<date>/"
+    )
+    parser.add_argument("--allow-dirty", action="store_true", help="publish from a changed tree")
+
+
+def start_probe(
+    module: str, argv: Sequence[str] | None, options: argparse.Namespace
+) -> ProbeRun | None:
+    """The probe's run from its command line, or None once it said why it may not publish.
+
+    Its workers need a blob key and keep no blob: one set here, in the probe's own environment,
+    is not a change ``commands.txt`` records, so no key-shaped string is published.
+    """
+    try:
+        run = ProbeRun.begin(
+            module,
+            sys.argv[1:] if argv is None else argv,
+            root=PROJECT_ROOT,
+            publish=options.publish,
+            allow_dirty=options.allow_dirty,
+        )
+    except DirtyTree as refused:
+        print(refused)
+        return None
+    os.environ.setdefault("BLOB_KEYS", new_key_entry("bench"))
+    return run

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import statistics
 import string
 import subprocess
@@ -44,30 +42,19 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
-from app.blob_crypto import new_key_entry
 from app.db.migrate import upgrade
 from app.db.models import User
 from app.local.ports import free_port, wait_for_port
 from app.local.redis_server import RedisServer
 from app.local.seed import seed
 from app.local.supervisor import procfile_commands
-from app.settings import PROJECT_ROOT, SMTP_MAX_SENDS
+from app.settings import SMTP_MAX_SENDS
 from bench.harness import Bench, cpu_seconds
-from bench.publish import (
-    busiest_processes,
-    clear,
-    commit_of,
-    keep_run_files,
-    load_average,
-    redis_info_text,
-    results_dir,
-    tree_changes,
-)
+from bench.publish import add_publish_options, load_average, redis_info_text, start_probe
 from tests.support.postgres import PostgresServer
 from tests.support.processes import VENV_BIN, running, wait_until
 from tests.support.procfile import booted_processes, procfile_command, procfile_env
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 SCENARIO = "weekly-report"
 #: The cases, by name: the value of ``SMTP_MAX_SENDS`` each runs with.
 CASES = {
@@ -253,25 +240,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.weekly_report", description=__doc__)
     parser.add_argument("--users", type=int, default=10_000, help="users seeded (default 10,000)")
     parser.add_argument("--repeats", type=int, default=2, help="repetitions of each case")
-    parser.add_argument("--publish", action="store_true", help="write bench/results/weekly-*")
-    parser.add_argument("--allow-dirty", action="store_true", help="publish from a changed tree")
+    add_publish_options(parser, "weekly-report")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
-    changes = tree_changes(PROJECT_ROOT)
-    commit = commit_of(PROJECT_ROOT, changes)  # before the run: a commit meanwhile is not it
-    if args.publish and changes and not args.allow_dirty:
-        print("Refusing to publish from a changed work tree (--allow-dirty to publish anyway)")
+    run = start_probe("bench.weekly_report", argv, args)
+    if run is None:
         return 2
-    os.environ.setdefault("BLOB_KEYS", new_key_entry("bench"))  # workers refuse to start without
-    load_before, busiest = load_average(), busiest_processes()
-    started = time.monotonic()
-    logs = Path(tempfile.mkdtemp(prefix="fintask-report-logs-"))
     runs: list[Measured] = []
-    with world(args.users, logs) as (bench, env, active, mailbox, sink_pid):
+    with world(args.users, run.logs) as (bench, env, active, mailbox, sink_pid):
         for repetition in range(args.repeats):
             # Interleaved, each case first in every other repetition.
             for case in list(CASES)[:: -1 if repetition % 2 else 1]:
@@ -289,38 +268,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
         redis_info = redis_info_text(bench.redis_url)
     load_after = load_average()
-    exact = shlex.join([".venv/bin/python", "-m", "bench.weekly_report", *argv])
     header = [
         f"# The weekly report's e-mails per second, {time.strftime('%Y-%m-%d')}",
         "",
-        f"`{exact}`, commit `{commit}`; {args.users:,} users, "
-        f"{active:,} active; {args.repeats} repetitions per case, interleaved; load average "
-        f"{load_before} before and {load_after} after ({time.monotonic() - started:.0f} s). "
-        "What each column counts: `bench/weekly_report.py`'s docstring.",
+        f"`{run.exact}`, commit `{run.commit}`; {args.users:,} users, {active:,} active; "
+        f"{args.repeats} repetitions per case, interleaved; load average {run.load_before} "
+        f"before and {load_after} after ({run.elapsed_s():.0f} s). What each column counts: "
+        "`bench/weekly_report.py`'s docstring.",
     ]
-    name = f"{SCENARIO}-{time.strftime('%Y-%m-%d')}"
-    directory = results_dir(RESULTS, name, published=args.publish)
-    directory.mkdir(parents=True, exist_ok=True)
-    clear(directory)
     text = render(runs, header)
-    (directory / "README.md").write_text(text)
-    (directory / "weekly-report.json").write_text(
-        json.dumps([asdict(run) for run in runs], indent=1) + "\n"
-    )
-    keep_run_files(
-        directory,
-        root=PROJECT_ROOT,
-        exact=exact,
+    run.finish(
+        SCENARIO,
+        report=text,
+        files={"weekly-report.json": json.dumps([asdict(r) for r in runs], indent=1) + "\n"},
         commands=bench.commands,
-        logs=logs,
         redis_info=redis_info,
-        load_before=load_before,
         load_after=load_after,
-        busiest=busiest,
-        changes=changes,
     )
-    shutil.rmtree(logs)
-    print(text)
     return 0
 
 

@@ -16,6 +16,8 @@ import pytest
 import bench.__main__ as bench_main
 from bench.harness import Bench, CommandLine
 from bench.publish import (
+    DirtyTree,
+    ProbeRun,
     bytecode_text,
     changes_diff,
     commands_text,
@@ -173,3 +175,53 @@ def test_the_machine_text_says_whether_new_processes_find_their_imports_compiled
         "Bytecode: PYTHONDONTWRITEBYTECODE 1; 1 of the 2 source modules the harness imported "
         "have a compiled .pyc"
     )
+
+
+def test_a_probe_refuses_to_publish_from_a_dirty_tree_unless_told(repo: Path) -> None:
+    (repo / "bench" / "harness.py").write_text("x = 2\n")
+
+    with pytest.raises(DirtyTree, match="--allow-dirty"):
+        ProbeRun.begin("bench.capacity", [], root=repo, publish=True, allow_dirty=False)
+    run = ProbeRun.begin("bench.capacity", [], root=repo, publish=True, allow_dirty=True)
+    assert run.commit.endswith("+changes")
+
+
+def test_a_probe_names_the_commit_it_started_from_and_keeps_its_files(repo: Path) -> None:
+    run = ProbeRun.begin(
+        "bench.capacity", ["--publish"], root=repo, publish=True, allow_dirty=False
+    )
+    started_at = git(repo, "rev-parse", "HEAD").strip()
+    (run.logs / "worker.log").write_text("ready\n")
+    git(
+        repo,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "meanwhile",
+    )
+
+    directory = run.finish(
+        "capacity",
+        report="# report\n",
+        files={"capacity.json": "{}\n"},
+        commands=[],
+        redis_info="# Server\n",
+        load_after="0.1 / 0.1 / 0.1",
+    )
+
+    assert run.commit == started_at
+    assert run.exact == ".venv/bin/python -m bench.capacity --publish"
+    assert directory.parent == repo / "bench" / "results"
+    assert directory.name.startswith("capacity-20")
+    assert (directory / "README.md").read_text() == "# report\n"
+    assert (directory / "capacity.json").read_text() == "{}\n"
+    assert (directory / "logs" / "worker.log").read_text() == "ready\n"
+    assert {"commands.txt", "freeze.txt", "machine.txt", "redis-info.txt"} <= {
+        path.name for path in directory.iterdir()
+    }
+    assert not run.logs.exists()
