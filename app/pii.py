@@ -169,9 +169,10 @@ class _Detector:
     """A kind's pattern and check, and ``may_hold``, which is false for a text that lacks what
     every candidate contains (an e-mail address its ``@``, the other kinds a digit).
 
-    ``may_hold`` is a few substring searches in C. The patterns' lookarounds and alternations,
-    tried at every position of a text that holds no candidate, are what made the guardrails'
-    check of a 16 kB message of plain words cost more than sending it (``docs/benchmarks.md``).
+    ``may_hold`` is a few substring searches in C, made once per text for the detectors that
+    share it (:func:`find_pii`). The patterns' lookarounds and alternations, tried at every
+    position of a text that holds no candidate, are what made the guardrails' check of a 16 kB
+    message of plain words cost more than sending it (``docs/benchmarks.md``).
     """
 
     kind: PiiKind
@@ -182,8 +183,6 @@ class _Detector:
     def find(self, text: str) -> Iterator[Found]:
         """The candidates that pass the check; one that fails is tried again without its
         trailing groups (``BE68 5390 0754 7034 EUR`` holds an IBAN followed by a word)."""
-        if not self.may_hold(text):
-            return
         for match in self.pattern.finditer(text):
             candidate = match.group()
             ends = [len(candidate)] + [
@@ -208,7 +207,10 @@ _DETECTORS = (
 def find_pii(text: str) -> list[Found]:
     """The personal data in ``text``, in order and without overlaps (for redaction)."""
     found: list[Found] = []
+    holds = {may_hold: may_hold(text) for may_hold in {d.may_hold for d in _DETECTORS}}
     for detector in _DETECTORS:
+        if not holds[detector.may_hold]:
+            continue
         for new in detector.find(text):
             if not any(new.start < old.end and old.start < new.end for old in found):
                 found.append(new)

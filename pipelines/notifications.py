@@ -47,8 +47,8 @@ def claim_timeout() -> dt.timedelta:
 
     ``NOTIFICATION_CLAIM_TIMEOUT_MS`` (45 s): longer than any delivery actor's time limit, so
     a claim this old belongs to a dead worker, never to a slow live one. Read once a process,
-    as the database engine is: validating every setting again on each delivery took a sixth
-    of a worker's CPU per e-mail (``bench.weekly_report``).
+    as the database engine is: validating every setting again on each delivery held about a
+    fifth of a delivery's GIL samples (py-spy during ``bench.weekly_report``).
     """
     return dt.timedelta(milliseconds=load_settings().notification_claim_timeout_ms)
 
