@@ -20,6 +20,7 @@ from app.dead_letters import failure_reason, kept_reason
 from app.declarations import adopt_declared_actors
 from app.json_codec import FastJSONEncoder
 from app.logs import configure_logging
+from app.metric_batch import MetricBatch
 from app.metrics import count_lock_contention, count_rate_limit_deferral
 from app.middleware.deadlines import SoftTimeLimit
 from app.middleware.fleet import FleetControl
@@ -61,7 +62,8 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
       reason redacted as a dead letter's is; then ``CurrentMessage``; in
       worker processes, ``CoalesceShutdownSignals`` (the platform's SIGTERM and the master's
       forwarded copy count as one graceful stop), ``TickGuard`` (a periodic tick runs once even
-      if two schedulers sent it) and ``Prometheus``. ``DeadWorkerRecovery`` (a killed worker's
+      if two schedulers sent it) and Dramatiq's ``Prometheus`` metrics (``BatchedPrometheus``,
+      sharing its writer with ``MessageMetrics``). ``DeadWorkerRecovery`` (a killed worker's
       unacked messages come back on a clock, not by chance) is in every stack: it starts only
       when a worker boots, so a worker recovers however it was started.
     - In worker processes ``FleetControl`` (the worker's record, revocations and paused queues:
@@ -72,6 +74,8 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
     - ``SoftTimeLimit`` last, so its clock starts when the actor really does; then the
       per-process ``MemoryLimit``.
     """
+    # One writer for the per-message metrics of Dramatiq's middleware and fintask's.
+    metric_batch = MetricBatch()
     stack: list[Middleware] = [
         Guardrails(max_message_bytes=settings.max_message_bytes),
         UniqueEnqueue(client=get_redis),
@@ -94,11 +98,11 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
     if for_process_type in WORKER_PROCESS_TYPES:
         stack.append(CoalesceShutdownSignals())
         stack.append(TickGuard(client=get_redis))
-        # Imported here: the module reads dramatiq_prom_db and dramatiq_prom_port at import,
-        # which `fintask process` sets per process type before it starts the worker.
-        from dramatiq.middleware.prometheus import Prometheus
+        # Imported here: Dramatiq's module reads dramatiq_prom_db and dramatiq_prom_port at
+        # import, which `fintask process` sets per process type before it starts the worker.
+        from app.middleware.prometheus import BatchedPrometheus
 
-        stack.append(Prometheus())
+        stack.append(BatchedPrometheus(batch=metric_batch))
         stack.append(ConsumerRegistry())
     stack.append(DeadWorkerRecovery())
     override = None
@@ -109,7 +113,7 @@ def middleware_stack(settings: Settings, *, for_process_type: str) -> list[Middl
         RateLimits(client=get_redis, on_defer=count_rate_limit_deferral, override=override),
         Mutex(client=get_redis, on_contention=count_lock_contention),
         # After the limits, so a deferred delivery is neither timed nor counted as a failure.
-        MessageMetrics(),
+        MessageMetrics(batch=metric_batch),
         SoftTimeLimit(),
     ]
     if for_process_type in WORKER_PROCESS_TYPES and settings.worker_max_memory_mb:

@@ -58,7 +58,10 @@ RATE = 250
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("Redis client (redis-py, hiredis)", r"^(redis|hiredis)/"),
     ("JSON (message codec)", r"^(json|orjson)/|^app/json_codec\.py"),
-    ("metrics (prometheus_client)", r"^prometheus_client/|^dramatiq/middleware/prometheus\.py"),
+    (
+        "metrics (prometheus_client)",
+        r"^prometheus_client/|^(dramatiq|app)/middleware/prometheus\.py|^app/metric_batch\.py",
+    ),
     ("fintask middleware", r"^app/middleware/|^chunking/batch_members\.py"),
     ("Dramatiq middleware", r"^dramatiq/middleware/"),
     ("fintask broker and consumer", r"^app/|^chunking/"),

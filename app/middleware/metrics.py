@@ -2,7 +2,9 @@
 
 ``Prometheus`` counts errors per actor but not which exception, and times a run but not the
 wait before it. ``MessageMetrics`` adds both to the instruments of ``app.metrics``; in a worker
-process they are written to the multiprocess directory Dramatiq's exposition server reads.
+process they are written to the multiprocess directory Dramatiq's exposition server reads, the
+waits through the ``MetricBatch`` the stack's ``BatchedPrometheus`` shares (one per message,
+batched like Dramatiq's own; failures are rare and written at once).
 
 The wait is measured from when a message became due, which Dramatiq does not keep: its
 ``eta`` option is deleted when a worker moves a delayed message (a retry, a deferral) to its
@@ -31,6 +33,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis
 from dramatiq.logging import get_logger
 
+from app.metric_batch import MetricBatch
 from app.metrics import MESSAGE_FAILURES, MESSAGE_WAIT
 
 #: The exception label of every exception class past the cap.
@@ -58,11 +61,13 @@ class MessageMetrics(Middleware):
     measured once, from its new slot, when it really runs.
 
     Parameters:
+      batch: where the waits are gathered until written; it is written at worker shutdown.
       max_exception_names: distinct exception class names this process labels; later ones are
         counted as ``"other"``, so a bug that raises ever new classes cannot grow the series.
     """
 
-    def __init__(self, *, max_exception_names: int = 20) -> None:
+    def __init__(self, *, batch: MetricBatch, max_exception_names: int = 20) -> None:
+        self.batch = batch
         self.max_exception_names = max_exception_names
         self._exception_names: set[str] = set()
         self._lock = threading.Lock()
@@ -86,9 +91,15 @@ class MessageMetrics(Middleware):
             # it has been due since the stamp of its delayed enqueue.
             message.options.setdefault(DUE_AT_OPTION, current_millis())
 
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        self.batch.start()
+
+    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self.batch.close()
+
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         waited_ms = current_millis() - due_at_ms(message.message_timestamp, message.options)
-        MESSAGE_WAIT.labels(message.queue_name).observe(max(0, waited_ms) / 1000)
+        self.batch.observe(MESSAGE_WAIT, (message.queue_name,), max(0, waited_ms) / 1000)
 
     def after_process_message(
         self,

@@ -17,6 +17,7 @@ from dramatiq.middleware import default_middleware
 from prometheus_client import REGISTRY
 
 from app.inspection import consumers_alive
+from app.metric_batch import MetricBatch
 from app.metrics import count_lock_contention, count_rate_limit_deferral
 from app.middleware.metrics import (
     CONSUMERS_KEY,
@@ -34,9 +35,8 @@ def sample(name: str, **labels: str) -> float:
 
 @pytest.fixture
 def broker() -> Iterator[StubBroker]:
-    broker = StubBroker(
-        middleware=[m() for m in default_middleware] + [MessageMetrics(max_exception_names=2)]
-    )
+    metrics = MessageMetrics(batch=MetricBatch(), max_exception_names=2)
+    broker = StubBroker(middleware=[m() for m in default_middleware] + [metrics])
     broker.emit_after("process_boot")
     yield broker
     broker.close()
