@@ -20,14 +20,16 @@ them would need ``before_send_transaction`` and ``before_send_log`` too.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
+
+import sentry_sdk
+from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+from sentry_sdk.integrations.logging import ignore_logger
+from sentry_sdk.transport import Transport
+from sentry_sdk.types import Event, Hint
 
 from app.redaction import redact_data
 from app.settings import Settings
-
-if TYPE_CHECKING:
-    from sentry_sdk.transport import Transport
-    from sentry_sdk.types import Event, Hint
 
 FILTERED = "[Filtered]"
 
@@ -39,11 +41,6 @@ def init_sentry(settings: Settings, *, transport: type[Transport] | None = None)
     """Start reporting to ``SENTRY_DSN``; return False (and do nothing) when it is unset."""
     if settings.sentry_dsn is None:
         return False
-    # Imported only when reporting: sentry-sdk adds about 50 ms to every process's start.
-    import sentry_sdk
-    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
-    from sentry_sdk.integrations.logging import ignore_logger
-
     # Dramatiq logs the same exception from its worker thread; left alone, the logging
     # integration's event would be deduplicated against, and may replace, the richer one.
     ignore_logger("dramatiq.worker.WorkerThread")
