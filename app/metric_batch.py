@@ -4,10 +4,10 @@ In a worker process prometheus_client keeps every value in a memory-mapped file 
 exposition server (multiprocess mode), and each ``inc`` or ``observe`` takes the value's lock,
 checks the process id and writes the file; ``labels()`` takes the metric's lock and looks its
 child up. A message passes half a dozen such updates (counted, timed, in progress and back,
-its wait): about 50 µs of the 364 a no-op cost the worker in the profile of
-``docs/benchmarks.md``. ``MetricBatch`` instead adds each update to a plain sum under one lock,
-and a thread writes the sums every ``flush_every_s``: one write per series and second, whatever
-the rate.
+its wait): 62.5 µs of the 426 a no-op cost the worker, 18.5 once batched (the profile pair in
+``docs/benchmarks.md``, section "Issue 17"). ``MetricBatch`` instead adds each update to a
+plain sum under one lock, and a thread writes the sums every ``flush_every_s``: one write per
+series and second, whatever the rate.
 
 What that costs: a scrape sees counts up to ``flush_every_s`` late, and a process killed without
 its shutdown (SIGKILL, the OOM killer) loses the updates of its last ``flush_every_s``; a
@@ -42,7 +42,7 @@ class _Observations:
 
     upper_bounds: list[float]
     total: float = 0.0
-    counts: list[int] = field(default_factory=list)
+    counts: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.counts = [0] * len(self.upper_bounds)
